@@ -1,0 +1,109 @@
+"""Generation job: PNGs for a list of seeds with NVlabs conventions, plus a grid.
+
+For each seed: ``z = np.random.RandomState(seed).randn(z_dim)``, image =
+``G(z, c, truncation_psi, truncation_cutoff, noise_mode)``, uint8 =
+``clip(img * 127.5 + 128, 0, 255)``, written to ``WORKDIR/seed%04d.png``; all images are also
+tiled into ``WORKDIR/grid.png``. With ``noise_mode='random'`` the noise comes from
+``jax.random.fold_in(key(noise_seed), seed)``, so re-runs are byte-identical.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from gancomp_jax import checkpoints
+from gancomp_jax.models.generator import NOISE_MODES, Generator
+from gancomp_jax.utils.images import make_grid, save_png, to_uint8
+from gancomp_jax.utils.ranges import parse_seeds
+
+
+def latents_for_seeds(seeds: list[int], z_dim: int) -> np.ndarray:
+    """``[len(seeds), z_dim]`` float32 latents, one ``RandomState(seed).randn(z_dim)`` per seed."""
+    return np.stack([np.random.RandomState(s).randn(z_dim) for s in seeds]).astype(np.float32)
+
+
+def _validate(config) -> None:
+    if not config.checkpoint:
+        raise ValueError("config.checkpoint is required: a model directory "
+                         "(from tools/convert_pt_weights.py, init_model or training)")
+    if config.noise_mode not in NOISE_MODES:
+        raise ValueError(f"config.noise_mode must be one of {NOISE_MODES}, got {config.noise_mode!r}")
+    if config.batch_size < 1:
+        raise ValueError(f"config.batch_size must be >= 1, got {config.batch_size}")
+
+
+def make_generate_fn(G: Generator, truncation_psi: float, truncation_cutoff: int | None, noise_mode: str):
+    """Jitted ``(variables, z, c, key) -> images [N, R, R, C]`` float32."""
+    @jax.jit
+    def generate(variables, z, c, key):
+        return G.apply(variables, z, c, truncation_psi=truncation_psi,
+                       truncation_cutoff=truncation_cutoff, noise_mode=noise_mode,
+                       rngs={"noise": key})
+    return generate
+
+
+def run(config, workdir: str) -> list[Path]:
+    _validate(config)
+    seeds = parse_seeds(config.seeds)
+    networks = checkpoints.load_model(config.checkpoint,
+                                      None if config.network == "auto" else [config.network])
+    name, net = checkpoints.pick_generator(networks)
+    if net.kind != "generator":
+        raise ValueError(f"network {name!r} in {config.checkpoint} is a {net.kind}, not a generator")
+    gcfg = net.config
+    if config.force_fp32:
+        gcfg = gcfg.replace(num_mixed_res=0)
+    c = None
+    if gcfg.c_dim > 0:
+        if not 0 <= config.class_idx < gcfg.c_dim:
+            raise ValueError(f"the generator is conditional (c_dim={gcfg.c_dim}): set config.class_idx in [0, {gcfg.c_dim})")
+        c = np.zeros((len(seeds), gcfg.c_dim), np.float32)
+        c[:, config.class_idx] = 1
+    elif config.class_idx >= 0:
+        logging.warning("class_idx=%d ignored: the generator is unconditional", config.class_idx)
+    cutoff = config.truncation_cutoff if config.truncation_cutoff is not None and config.truncation_cutoff >= 0 else None
+
+    out = Path(workdir)
+    out.mkdir(parents=True, exist_ok=True)
+    generate = make_generate_fn(Generator(gcfg), float(config.truncation_psi), cutoff, config.noise_mode)
+    z_all = latents_for_seeds(seeds, gcfg.z_dim)
+    variables = jax.tree.map(jnp.asarray, net.variables)
+    base_key = jax.random.key(config.noise_seed)
+    logging.info("generating %d images from %s (%s, %dpx) into %s", len(seeds), config.checkpoint, name,
+                 gcfg.img_resolution, out)
+    images, paths = [], []
+    bs = int(config.batch_size)
+    for start in range(0, len(seeds), bs):
+        chunk = seeds[start:start + bs]
+        z = z_all[start:start + bs]
+        n = len(chunk)
+        if n < bs:  # pad to a fixed batch so only one program is compiled
+            z = np.concatenate([z, np.zeros((bs - n, gcfg.z_dim), np.float32)])
+        cc = None if c is None else np.concatenate([c[start:start + n], np.zeros((bs - n, gcfg.c_dim), np.float32)])
+        # Per-seed noise keys: stack the per-sample noise of a batch from one key per batch is
+        # not per-seed, so generate with one key per seed for 'random' noise.
+        if config.noise_mode == "random":
+            imgs = np.concatenate([
+                np.asarray(generate(variables, z[i:i + 1], None if cc is None else cc[i:i + 1],
+                                    jax.random.fold_in(base_key, s)))
+                for i, s in enumerate(chunk)])
+        else:
+            imgs = np.asarray(generate(variables, z, cc, base_key))[:n]
+        u8 = to_uint8(imgs)
+        for s, img in zip(chunk, u8):
+            path = out / f"seed{s:04d}.png"
+            save_png(path, img)
+            paths.append(path)
+        images.append(u8)
+    if config.grid:
+        grid_path = out / "grid.png"
+        save_png(grid_path, make_grid(np.concatenate(images)))
+        logging.info("wrote %s", grid_path)
+    print(f"wrote {len(paths)} images to {out} (network {name}, truncation_psi={config.truncation_psi}, "
+          f"noise_mode={config.noise_mode})")
+    return paths

@@ -1,0 +1,26 @@
+"""Writes a freshly initialised (random-weight) model checkpoint from a named preset.
+
+Useful to try generation and the tools before a converted teacher is available; the weights
+are NVlabs' initialisation, seeded by ``config.seed``.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from gancomp_jax import checkpoints
+from gancomp_jax.models import get_preset
+
+
+def run(config, workdir: str):
+    preset = get_preset(config.preset, conv_clamp=config.conv_clamp,
+                        resolution=config.resolution or None)
+    key_g, key_d = jax.random.split(jax.random.key(config.seed))
+    g = checkpoints.init_network("generator", preset.generator, key_g)
+    networks = {"G": g, "G_ema": checkpoints.Network(g.kind, g.config, g.variables)}
+    if config.with_discriminator:
+        networks["D"] = checkpoints.init_network("discriminator", preset.discriminator, key_d)
+    path = checkpoints.save_model(workdir, networks, {"source": f"random init, preset {config.preset}, seed {config.seed}"},
+                                  overwrite=config.overwrite)
+    print(f"wrote random-weight model ({config.preset}, seed {config.seed}) to {path}")
+    return path
