@@ -23,6 +23,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory of the job.")
 JOBS = {
     "generate": "gancomp_jax.jobs.generate",
     "init_model": "gancomp_jax.jobs.init_model",
+    "train": "gancomp_jax.jobs.train",
 }
 
 

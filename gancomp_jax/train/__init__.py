@@ -1,1 +1,1 @@
-
+"""Training engine: sharded jitted steps, checkpoints with exact resume, logging, samples."""

@@ -1,0 +1,61 @@
+"""Default training config (the fields ``gancomp_jax.train.trainer.train`` reads)."""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from gancomp_jax.data import default_data_config
+
+
+def default_train_config() -> ml_collections.ConfigDict:
+    """StyleGAN2 training as NVlabs does it; ``None`` fields take the model preset's value."""
+    c = ml_collections.ConfigDict()
+    c.job = "train"
+    c.seed = 0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.preset = "small32"          # gancomp_jax.models.presets
+    c.model.resolution = 0               # 0: the preset's
+    c.model.conv_clamp = config_dict.placeholder(float)   # NVlabs uses 256 with mixed precision
+    c.model.mixed_precision = False      # bfloat16 in the 4 highest resolutions (G and D)
+    c.model.g_architecture = ""          # '' (preset) | 'skip' | 'orig' | 'resnet'
+    c.model.d_architecture = ""          # '' (preset) | 'resnet' | 'skip' | 'orig'
+    c.model.mbstd_group_size = 0         # 0: the preset's
+
+    c.data = default_data_config()       # source="digits" etc. (gancomp_jax.data)
+    c.data.resolution = 0                # 0: the model resolution
+
+    c.batch_size = config_dict.placeholder(int)   # global batch
+    c.total_kimg = 25000.0
+    c.total_steps = 0                    # > 0 overrides total_kimg
+    c.lr = config_dict.placeholder(float)
+    c.betas = (0.0, 0.99)
+    c.adam_eps = 1e-8
+    c.r1_gamma = config_dict.placeholder(float)
+    c.r1_interval = 16
+    c.pl_weight = config_dict.placeholder(float)
+    c.pl_interval = 4
+    c.pl_decay = 0.01
+    c.pl_batch_shrink = 2
+    c.style_mixing_prob = config_dict.placeholder(float)
+    c.ema_kimg = config_dict.placeholder(float)
+    c.ema_rampup = config_dict.placeholder(float)  # 0: no ramp-up
+    c.loss = ml_collections.ConfigDict({"g": {"nonsaturating": 1.0}, "d": {"logistic": 1.0}})
+
+    c.mesh_devices = -1                  # -1: all devices
+    c.sharding = "replicate"             # 'replicate' | 'fsdp'
+    c.mbstd_num_shards = -1              # -1: one minibatch-std shard per device (as NVlabs per GPU)
+    c.distributed = False                # call jax.distributed.initialize() (multi-host)
+    c.compilation_cache_dir = ""         # persistent XLA compilation cache
+
+    c.log_every_steps = 50
+    c.checkpoint_every_steps = 1000
+    c.keep_checkpoints = 3
+    c.async_checkpointing = True
+    c.sample_every_steps = 1000
+    c.grid_rows = 4
+    c.grid_cols = 8
+    c.progress = True
+    c.init_checkpoint = ""
+    return c
