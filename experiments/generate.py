@@ -14,7 +14,7 @@ from ml_collections import config_dict
 def get_config():
     config = ml_collections.ConfigDict()
     config.job = "generate"
-    config.checkpoint = ""          # model directory (required)
+    config.checkpoint = ""          # model directory, or an NVlabs .pkl / rosinality .pt (required)
     config.network = "auto"         # 'auto' (G_ema, else G) or a network name in the checkpoint
     config.seeds = "0-7"            # e.g. '0-7' or '1,5,10-12'
     config.truncation_psi = 1.0

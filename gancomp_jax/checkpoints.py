@@ -214,3 +214,17 @@ def pick_generator(networks: Mapping[str, Network]) -> tuple[str, Network]:
     if len(gens) == 1:
         return gens[0]
     raise ValueError(f"cannot choose a generator among {list(networks)}")
+
+
+def load_any(path: str | os.PathLike, names: list[str] | tuple[str, ...] | None = None
+             ) -> dict[str, Network]:
+    """Networks from our model directory, or from an NVlabs ``.pkl`` / rosinality ``.pt`` file.
+
+    A file is converted in memory by :func:`gancomp_jax.convert.import_torch` (its format is
+    told from the content); the result then also has ``.metadata`` with the conversion facts.
+    """
+    if Path(path).is_dir():
+        return load_model(path, names)
+    from gancomp_jax.convert import import_torch  # lazy: gancomp_jax.convert imports this module
+
+    return import_torch(path, which=None if names is None else list(names))

@@ -50,7 +50,7 @@ def make_generate_fn(G: Generator, truncation_psi: float, truncation_cutoff: int
 def run(config, workdir: str) -> list[Path]:
     _validate(config)
     seeds = parse_seeds(config.seeds)
-    networks = checkpoints.load_model(config.checkpoint,
+    networks = checkpoints.load_any(config.checkpoint,
                                       None if config.network == "auto" else [config.network])
     name, net = checkpoints.pick_generator(networks)
     if net.kind != "generator":

@@ -1,0 +1,211 @@
+"""Import PyTorch StyleGAN2 checkpoints (NVlabs ``.pkl``, rosinality/CAGC ``.pt``) as our networks.
+
+    from gancomp_jax.convert import import_torch
+    nets = import_torch("network-snapshot-025000.pkl", which=("G_ema", "D"))
+    nets["G_ema"]            # checkpoints.Network(kind, config, variables)
+    nets.metadata            # source file, format, sha256, inferred facts, warnings
+
+The format is told from the content (the first bytes, then the top-level keys), not from the
+file name: NVlabs network pickles are plain pickles of ``{'G', 'D', 'G_ema', ...}`` persistent
+objects; rosinality checkpoints are ``torch.save`` files of ``{'g', 'g_ema', 'd',
+'latent_avg', ...}`` state dicts. Files are read with the restricted, torch-free loaders of
+:mod:`gancomp_jax.io` (nothing in them is executed). Our names are used throughout: ``G``,
+``G_ema``, ``D`` (rosinality's ``g``, ``g_ema``, ``d``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gancomp_jax.convert.errors import (ConversionError, NetworkNotFoundError, UnrecognizedFileError,
+                                        UnsupportedNetworkError)
+from gancomp_jax.io import CheckpointFormatError, UnsafePickleError, load_nvlabs_pkl, load_rosinality_pt
+from gancomp_jax.io.torch_pickle import LEGACY_MAGIC_NUMBER
+
+if TYPE_CHECKING:  # the converters import JAX; keep `import gancomp_jax.convert` light
+    from gancomp_jax.convert.common import Converted
+
+__all__ = [
+    "FORMATS", "NETWORK_NAMES", "ConversionError", "ImportResult", "NetworkNotFoundError",
+    "UnrecognizedFileError", "UnsupportedNetworkError", "detect_container", "import_torch",
+]
+
+NETWORK_NAMES = ("G_ema", "G", "D")
+ROSINALITY_KEYS = {"G_ema": "g_ema", "G": "g", "D": "d"}
+FORMATS = {"nvlabs-pkl": "NVlabs stylegan2-ada-pytorch network pickle",
+           "rosinality-pt": "rosinality stylegan2-pytorch checkpoint"}
+_ALIASES = {v: k for k, v in ROSINALITY_KEYS.items()}
+_NEITHER = ("is neither an NVlabs network pickle (.pkl) nor a rosinality checkpoint (.pt)")
+
+
+class ImportResult(dict):
+    """``{name: checkpoints.Network}`` in the order G_ema, G, D, plus ``metadata`` and ``warnings``."""
+
+    def __init__(self, networks: dict, metadata: dict[str, Any]):
+        super().__init__(networks)
+        self.metadata = metadata
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.metadata["warnings"]
+
+    @property
+    def format(self) -> str:
+        return self.metadata["source"]["format"]
+
+
+def detect_container(path: str | os.PathLike) -> str:
+    """'zip' (torch.save), 'legacy' (old torch.save stream) or 'pickle', from the first bytes.
+
+    Raises UnrecognizedFileError for anything else (empty files, text, random bytes).
+    """
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise UnrecognizedFileError(f"{path}: the file is empty")
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "zip"
+    if head[:4] == b"\x80\x02\x8a\x0a" and int.from_bytes(head[4:14], "little") == LEGACY_MAGIC_NUMBER:
+        return "legacy"
+    if head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    raise UnrecognizedFileError(f"{path} {_NEITHER}: it is not a pickle or torch.save file "
+                                f"(first bytes {head[:8]!r})")
+
+
+def _wrap(e: Exception) -> ConversionError:
+    msg = str(e)
+    cls = UnsupportedNetworkError if ("StyleGAN3" in msg or "TensorFlow" in msg) else UnrecognizedFileError
+    return cls(msg)
+
+
+def _no_networks(e: Exception) -> bool:
+    return isinstance(e, CheckpointFormatError) and "networks found" in str(e)
+
+
+def _load(path: Path) -> tuple[str, Any]:
+    """``('nvlabs-pkl', {key: NetworkRecord})`` or ``('rosinality-pt', load_rosinality_pt(...))``."""
+    container = detect_container(path)
+    loaders = [("nvlabs-pkl", load_nvlabs_pkl), ("rosinality-pt", load_rosinality_pt)]
+    if container != "pickle":  # torch.save files are rosinality's; plain pickles NVlabs'
+        loaders.reverse()
+    first_error = None
+    for fmt, loader in loaders:
+        try:
+            return fmt, loader(path)
+        except (CheckpointFormatError, UnsafePickleError) as e:
+            if not _no_networks(e):  # unreadable, unsafe or unsupported: no point trying the other
+                raise _wrap(e) from None
+            first_error = first_error or e
+    detail = str(first_error).removeprefix(f"{path}: ")
+    raise UnrecognizedFileError(f"{path} {_NEITHER}: {detail}")
+
+
+def _requested(which: str | Iterable[str] | None, present: list[str], found: str, path: Path) -> list[str]:
+    if which is None or which == "all":
+        return present
+    names = [w.strip() for w in which.split(",")] if isinstance(which, str) else list(which)
+    names = [_ALIASES.get(n, n) for n in names]  # rosinality's names work too
+    if "all" in names:
+        return present
+    unknown = [n for n in names if n not in NETWORK_NAMES]
+    if unknown:
+        raise ConversionError(f"unknown network name(s) {unknown}: choose from {', '.join(NETWORK_NAMES)} or all")
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise NetworkNotFoundError(f"{path}: network {', '.join(missing)} not in the file (found: {found})")
+    return list(dict.fromkeys(names))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def import_torch(path: str | os.PathLike, which: str | Iterable[str] | None = None) -> ImportResult:
+    """Reads and converts the networks of an NVlabs ``.pkl`` or rosinality ``.pt`` file.
+
+    Args:
+      path: the file (its format is detected from its content).
+      which: 'G_ema', 'G', 'D', a list or comma-separated string of them, or None / 'all'
+        for every network in the file.
+
+    Returns:
+      ImportResult: ``{name: checkpoints.Network}`` with ``.metadata`` = ``{'source': {path,
+      format, sha256, size_bytes}, 'file_networks', 'networks': {name: facts}, 'warnings',
+      'load_seconds', 'convert_seconds'}``.
+
+    Raises:
+      UnrecognizedFileError: not a readable checkpoint of either format (empty, random bytes,
+        truncated, unsafe pickle).
+      UnsupportedNetworkError: StyleGAN3, TensorFlow-era or other non-StyleGAN2 networks, or
+        tensors/kwargs this model cannot represent.
+      NetworkNotFoundError: a requested network is not in the file (the message lists those that are).
+    """
+    from gancomp_jax.convert.nvlabs import convert_nvlabs_record
+    from gancomp_jax.convert.rosinality import convert_rosinality
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise UnrecognizedFileError(f"{path} is a directory, not a .pkl/.pt file")
+    t0 = time.perf_counter()
+    fmt, data = _load(path)
+    t1 = time.perf_counter()
+    converted: dict[str, Converted] = {}
+    source_keys: dict[str, str] = {}
+    if fmt == "nvlabs-pkl":
+        present = [n for n in NETWORK_NAMES if n in data]
+        names = _requested(which, present, ", ".join(data), path)
+        for name in names:
+            converted[name] = convert_nvlabs_record(data[name], name, str(path))
+            source_keys[name] = name
+    else:
+        present = [n for n in NETWORK_NAMES if data.get(ROSINALITY_KEYS[n]) is not None]
+        found = ", ".join(f"{n} ('{ROSINALITY_KEYS[n]}')" for n in present)
+        names = _requested(which, present, found, path)
+        for name in names:
+            kind = "discriminator" if name == "D" else "generator"
+            converted[name] = convert_rosinality(data[ROSINALITY_KEYS[name]], kind, name, str(path),
+                                                 latent_avg=data["latent_avg"], args=data.get("args"))
+            source_keys[name] = ROSINALITY_KEYS[name]
+        if "G" in names and data["latent_avg"] is not None:
+            converted["G"].warnings.append(
+                f"{path}: network 'G': w_avg taken from the file's latent_avg (usually computed for g_ema)")
+    t2 = time.perf_counter()
+    warnings = [w for c in converted.values() for w in c.warnings]
+    metadata = {
+        "source": {"path": str(path.absolute()), "format": fmt, "description": FORMATS[fmt],
+                   "sha256": _sha256(path), "size_bytes": path.stat().st_size},
+        "file_networks": present,
+        "networks": {n: dict(c.facts, source_key=source_keys[n]) for n, c in converted.items()},
+        "warnings": warnings,
+        "load_seconds": round(t1 - t0, 3),
+        "convert_seconds": round(t2 - t1, 3),
+    }
+    if fmt == "nvlabs-pkl":
+        extra = next(iter(data.values())).extra
+        if extra.get("training_set_kwargs") is not None:
+            metadata["training_set_kwargs"] = _jsonable(extra["training_set_kwargs"])
+    if fmt == "rosinality-pt" and data.get("args") is not None:
+        metadata["training_args"] = _jsonable(data["args"])
+    return ImportResult({n: c.network for n, c in converted.items()}, metadata)

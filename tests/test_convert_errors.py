@@ -1,0 +1,131 @@
+"""Bad input to tools/convert_pt_weights.py: one clear `error: ...` line and exit code 2."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gancomp_jax.convert import (NetworkNotFoundError, UnrecognizedFileError, UnsupportedNetworkError,
+                                 import_torch)
+from gancomp_jax.convert.fake_nvlabs import FakeNetwork, write_nvlabs_pickle
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cli():
+    spec = importlib.util.spec_from_file_location("convert_pt_weights", REPO / "tools" / "convert_pt_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def g_only(tmp_path_factory, fixtures_dir):
+    """An NVlabs-style pickle holding just G_ema (the fixture's generator)."""
+    ref = np.load(fixtures_dir / "nvlabs_tiny16.npz")
+    sd = {k[2:]: ref[k] for k in ref.files if k.startswith("G/")}
+    kwargs = dict(z_dim=32, w_dim=32, c_dim=0, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=2),
+                  synthesis_kwargs=dict(channel_base=512, channel_max=32))
+    path = tmp_path_factory.mktemp("err") / "g_only.pkl"
+    return write_nvlabs_pickle(path, {"G_ema": FakeNetwork("Generator", kwargs, sd)}), kwargs, sd
+
+
+def run_cli(cli, capsys, *argv) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_random_bytes(cli, capsys, tmp_path):
+    path = tmp_path / "model.pkl"
+    path.write_bytes(b"\x13" + np.random.default_rng(0).bytes(4095))
+    with pytest.raises(UnrecognizedFileError):
+        import_torch(path)
+    code, out, err = run_cli(cli, capsys, path, tmp_path / "out")
+    assert_one_error(code, err, str(path), "neither an NVlabs network pickle (.pkl) nor a rosinality checkpoint (.pt)")
+    assert not (tmp_path / "out").exists() and not out
+
+
+def test_pickle_of_something_else(cli, capsys, tmp_path):
+    path = tmp_path / "stats.pkl"
+    path.write_bytes(pickle.dumps({"mu": [0.0], "sigma": [1.0]}, protocol=4))
+    code, _, err = run_cli(cli, capsys, path, tmp_path / "out")
+    assert_one_error(code, err, str(path), "neither an NVlabs network pickle", "keys: ['mu', 'sigma']")
+
+
+@pytest.mark.parametrize("source", ["rosinality", "nvlabs"])
+def test_truncated_file(cli, capsys, tmp_path, fixtures_dir, g_only, source):
+    full = (fixtures_dir / "rosinality_ros16.pt") if source == "rosinality" else g_only[0]
+    path = tmp_path / f"cut_{full.name}"
+    data = full.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    code, _, err = run_cli(cli, capsys, path, tmp_path / "out")
+    assert_one_error(code, err, str(path), "truncated")
+    assert not (tmp_path / "out").exists()
+
+
+def test_stylegan3_is_refused(cli, capsys, tmp_path, g_only):
+    _, kwargs, sd = g_only
+    sd = dict(sd, **{"synthesis.input.freqs": np.zeros((32, 2), np.float32)})
+    path = write_nvlabs_pickle(tmp_path / "sg3.pkl", {"G_ema": FakeNetwork(
+        "Generator", kwargs, sd, module_classes={"synthesis.input": "SynthesisInput"})})
+    with pytest.raises(UnsupportedNetworkError, match="StyleGAN3"):
+        import_torch(path)
+    code, _, err = run_cli(cli, capsys, path, tmp_path / "out")
+    assert_one_error(code, err, str(path), "StyleGAN3 network")
+
+
+def test_other_classes_are_refused(cli, capsys, tmp_path, g_only):
+    _, kwargs, sd = g_only
+    path = write_nvlabs_pickle(tmp_path / "other.pkl", {"G_ema": FakeNetwork("StyleEncoder", kwargs, sd)})
+    code, _, err = run_cli(cli, capsys, path, tmp_path / "out")
+    assert_one_error(code, err, str(path), "class 'StyleEncoder' is not a StyleGAN2 Generator or Discriminator")
+
+
+def test_requested_network_missing(cli, capsys, tmp_path, g_only):
+    with pytest.raises(NetworkNotFoundError, match=r"network D not in the file \(found: G_ema\)"):
+        import_torch(g_only[0], which="D")
+    code, _, err = run_cli(cli, capsys, g_only[0], tmp_path / "out", "--which", "D")
+    assert_one_error(code, err, str(g_only[0]), "network D not in the file (found: G_ema)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_out_dir_is_left_alone(cli, capsys, tmp_path, g_only):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, _, err = run_cli(cli, capsys, g_only[0], out)
+    assert_one_error(code, err, str(out), "already exists", "--overwrite")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
+    code, stdout, _ = run_cli(cli, capsys, g_only[0], out, "--overwrite")
+    assert code == 0 and "wrote    :" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "variables"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no temporary leftovers
+
+
+def test_cli_process_error_has_no_traceback(tmp_path):
+    path = tmp_path / "notes.pt"
+    path.write_text("these are not weights\n")
+    proc = subprocess.run([sys.executable, "tools/convert_pt_weights.py", str(path), str(tmp_path / "out")],
+                          cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert_one_error(proc.returncode, proc.stderr, "neither an NVlabs network pickle")
