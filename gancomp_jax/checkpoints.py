@@ -223,6 +223,8 @@ def load_any(path: str | os.PathLike, names: list[str] | tuple[str, ...] | None 
     A file is converted in memory by :func:`gancomp_jax.convert.import_torch` (its format is
     told from the content); the result then also has ``.metadata`` with the conversion facts.
     """
+    if not Path(path).exists():
+        raise FileNotFoundError(f"model checkpoint {path} does not exist")
     if Path(path).is_dir():
         return load_model(path, names)
     from gancomp_jax.convert import import_torch  # lazy: gancomp_jax.convert imports this module

@@ -24,6 +24,7 @@ JOBS = {
     "generate": "gancomp_jax.jobs.generate",
     "init_model": "gancomp_jax.jobs.init_model",
     "train": "gancomp_jax.jobs.train",
+    "quickstart": "gancomp_jax.jobs.quickstart",
 }
 
 

@@ -58,11 +58,15 @@ PRESET_NAMES = tuple(_SPECS)
 
 
 def get_preset(name: str, conv_clamp: float | None = None, mixed_precision: bool = False,
-               resolution: int | None = None) -> Preset:
-    """The named preset; ``resolution`` overrides the preset's (widths follow NVlabs' schedule)."""
+               resolution: int | None = None, channel_base: int | None = None,
+               channel_max: int | None = None) -> Preset:
+    """The named preset; ``resolution``, ``channel_base`` and ``channel_max`` override the
+    preset's (widths follow NVlabs' schedule ``min(channel_base // res, channel_max)``)."""
     if name not in _SPECS:
         raise ValueError(f"unknown model preset {name!r}; available: {list(_SPECS)}")
-    s = _SPECS[name]
+    s = dict(_SPECS[name])
+    s["base"] = channel_base or s["base"]
+    s["max"] = channel_max or s["max"]
     res = resolution or s["res"]
     mixed = 4 if mixed_precision else 0
     g = GeneratorConfig.nvlabs(res, s["base"], s["max"], z_dim=s["zw"], w_dim=s["zw"],

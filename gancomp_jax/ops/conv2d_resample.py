@@ -5,8 +5,8 @@ Weights are ``[kh, kw, in, out]`` (HWIO). Three cases, each the cheapest exact f
 * plain: a correlation (``torch.conv2d`` semantics) with symmetric zero padding;
 * ``up=2``: a transposed convolution with stride 2 (``torch.conv_transpose2d`` of the same
   weights, i.e. a *true* convolution of the zero-inserted input, which is what NVlabs computes
-  for ``flip_weight=False``), then the FIR filter with gain 4. XLA's ``lhs_dilation`` skips the
-  inserted zeros, so the conv costs what the coarse-resolution conv costs;
+  for ``flip_weight=False``), then the FIR filter with gain 4. The transposed conv runs in
+  polyphase form at the coarse resolution (see ``_conv_transpose_stride2``);
 * ``down=2``: FIR filter first, then a stride-2 correlation; a 1×1 kernel downsamples first.
 
 ``groups`` > 1 gives a grouped convolution (used by the fused modulated convolution).
@@ -34,13 +34,46 @@ def _conv(x, w, stride=1, padding=(0, 0), groups=1):
 def _conv_transpose_stride2(x, w, groups=1):
     """``torch.conv_transpose2d(x, w_torch, stride=2)`` for HWIO ``w`` of a forward conv.
 
-    Output ``[N, 2H + kh - 2, 2W + kw - 2, O]``: the full transposed-conv output.
+    Output ``[N, 2H + kh - 2, 2W + kw - 2, O * groups]``: the full transposed-conv output.
+
+    Computed in polyphase form: output pixel ``2m + p`` only sees kernel taps ``j ≡ p (mod 2)``,
+    so the four output phases are four small correlations of the *coarse* input, done as one
+    convolution with ``4 * O`` output channels followed by a depth-to-space shuffle. This costs
+    what a conv at the input resolution costs in both passes (XLA:CPU differentiates a
+    ``lhs_dilation`` convolution very slowly).
     """
-    kh, kw = w.shape[:2]
-    return lax.conv_general_dilated(
-        x, w[::-1, ::-1], window_strides=(1, 1),
-        padding=[(kh - 1, kh - 1), (kw - 1, kw - 1)], lhs_dilation=(2, 2),
-        dimension_numbers=_DN, feature_group_count=groups)
+    kh, kw, in_ch, out_total = w.shape
+    out_ch = out_total // groups
+    out_h, out_w = 2 * (x.shape[1] - 1) + kh, 2 * (x.shape[2] - 1) + kw
+    dy, dx = (kh - 1) // 2, (kw - 1) // 2  # taps per phase - 1
+
+    def phase_kernel(k: int, d: int, phase: int, axis_len: int):
+        """Indices into the original kernel for polyphase taps e = 0..d (None: zero tap)."""
+        idx = []
+        for e in range(d + 1):
+            j = 2 * (d - e) + phase
+            idx.append(j if j < axis_len else None)
+        return idx
+
+    wg = w.reshape(kh, kw, in_ch, groups, out_ch)
+    zero = jnp.zeros_like(wg[0, 0])
+    phases = []
+    for py in (0, 1):
+        rows = phase_kernel(kh, dy, py, kh)
+        for px in (0, 1):
+            cols = phase_kernel(kw, dx, px, kw)
+            phases.append(jnp.stack([jnp.stack([zero if (r is None or c is None) else wg[r, c] for c in cols])
+                                     for r in rows]))
+    k = jnp.stack(phases, axis=-2)  # [dy+1, dx+1, I, groups, 4, O]
+    k = k.reshape(dy + 1, dx + 1, in_ch, groups * 4 * out_ch)
+    # Explicit zero padding: XLA:CPU differentiates a padded ("full") convolution slowly.
+    x = jnp.pad(x, ((0, 0), (dy, dy), (dx, dx), (0, 0)))
+    y = lax.conv_general_dilated(x, k, window_strides=(1, 1), padding="VALID",
+                                 dimension_numbers=_DN, feature_group_count=groups)
+    n, h, wd, _ = y.shape
+    y = y.reshape(n, h, wd, groups, 2, 2, out_ch)
+    y = jnp.transpose(y, (0, 1, 4, 2, 5, 3, 6)).reshape(n, 2 * h, 2 * wd, groups * out_ch)
+    return y[:, :out_h, :out_w]
 
 
 def conv2d_resample(

@@ -16,8 +16,10 @@ columns); a 2-D filter directly.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -123,33 +125,74 @@ def upfirdn2d(
 
     Returns:
       ``[N, (H*up + y0 + y1 - fh) // down + 1, (W*up + x0 + x1 - fw) // down + 1, C]``.
+
+    The gradient is itself an ``upfirdn2d`` (up and down swapped, filter flipped, padding
+    adjusted), as in NVlabs' CUDA op: the backward pass costs what the forward pass costs, and
+    gradients of gradients work.
     """
     f = np.asarray(f, dtype=np.float32)
     if f.ndim not in (1, 2):
         raise ValueError(f"FIR filter must be 1-D or 2-D, got shape {f.shape}")
-    px0, px1, py0, py1 = _parse_padding(padding)
-    if flip_filter:
-        f = f[::-1] if f.ndim == 1 else f[::-1, ::-1]
+    spec = _Spec(f.tobytes(), f.shape, int(up), int(down), _parse_padding(padding), float(gain), bool(flip_filter))
+    return _upfirdn2d(x, spec)
 
+
+class _Spec(tuple):
+    """Hashable static description of one upfirdn2d call (filter bytes, shape, factors, ...)."""
+
+    def __new__(cls, f_bytes, f_shape, up, down, pad, gain, flip):
+        return super().__new__(cls, (f_bytes, tuple(f_shape), up, down, tuple(pad), gain, flip))
+
+    @property
+    def filter(self) -> np.ndarray:
+        return np.frombuffer(self[0], np.float32).reshape(self[1])
+
+    up = property(lambda self: self[2])
+    down = property(lambda self: self[3])
+    pad = property(lambda self: self[4])
+    gain = property(lambda self: self[5])
+    flip = property(lambda self: self[6])
+
+
+def _upfirdn2d_impl(x: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
+    f = spec.filter
+    up, down = spec.up, spec.down
+    px0, px1, py0, py1 = spec.pad
+    if spec.flip:
+        f = f[::-1] if f.ndim == 1 else f[::-1, ::-1]
     zero = jnp.zeros((), x.dtype)
-    x = lax.pad(
-        x,
-        zero,
-        [
-            (0, 0, 0),
-            (py0, py1 + up - 1, up - 1),
-            (px0, px1 + up - 1, up - 1),
-            (0, 0, 0),
-        ],
-    )
+    x = lax.pad(x, zero, [(0, 0, 0), (py0, py1 + up - 1, up - 1), (px0, px1 + up - 1, up - 1), (0, 0, 0)])
     if f.ndim == 1:
-        f = f * np.float32(gain) ** 0.5
+        f = f * np.float32(spec.gain) ** 0.5
         x = _fir_1d(x, f, axis=2, down=down)
         x = _fir_1d(x, f, axis=1, down=down)
     else:
-        f = f * np.float32(gain)
-        x = _fir_2d(x, f, down=down)
+        x = _fir_2d(x, f * np.float32(spec.gain), down=down)
     return x
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _upfirdn2d(x: jnp.ndarray, spec: _Spec) -> jnp.ndarray:
+    return _upfirdn2d_impl(x, spec)
+
+
+def _upfirdn2d_fwd(x, spec):
+    return _upfirdn2d_impl(x, spec), x.shape
+
+
+def _upfirdn2d_bwd(spec, in_shape, dy):
+    fh, fw = (spec.filter.shape * 2)[:2] if spec.filter.ndim == 1 else spec.filter.shape
+    in_h, in_w = in_shape[1:3]
+    out_h, out_w = dy.shape[1:3]
+    px0, _, py0, _ = spec.pad
+    up, down = spec.up, spec.down
+    pad = (fw - px0 - 1, in_w * up - out_w * down + px0 - up + 1,
+           fh - py0 - 1, in_h * up - out_h * down + py0 - up + 1)
+    grad_spec = _Spec(spec[0], spec[1], down, up, pad, spec.gain, not spec.flip)
+    return (_upfirdn2d(dy, grad_spec),)
+
+
+_upfirdn2d.defvjp(_upfirdn2d_fwd, _upfirdn2d_bwd)
 
 
 def upsample2d(x: jnp.ndarray, f: np.ndarray, up: int = 2, padding: Padding = 0,

@@ -17,6 +17,8 @@ def default_train_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.preset = "small32"          # gancomp_jax.models.presets
     c.model.resolution = 0               # 0: the preset's
+    c.model.channel_base = 0             # 0: the preset's; widths = min(channel_base // res, channel_max)
+    c.model.channel_max = 0              # 0: the preset's
     c.model.conv_clamp = config_dict.placeholder(float)   # NVlabs uses 256 with mixed precision
     c.model.mixed_precision = False      # bfloat16 in the 4 highest resolutions (G and D)
     c.model.g_architecture = ""          # '' (preset) | 'skip' | 'orig' | 'resnet'

@@ -77,7 +77,8 @@ def resolve_config(config: ml_collections.ConfigDict) -> Resolved:
     config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy
     m = config.model
     preset = get_preset(m.preset, conv_clamp=m.conv_clamp, mixed_precision=m.mixed_precision,
-                        resolution=m.resolution or None)
+                        resolution=m.resolution or None, channel_base=m.channel_base or None,
+                        channel_max=m.channel_max or None)
     g_cfg, d_cfg = preset.generator, preset.discriminator
     if m.get("g_architecture"):
         g_cfg = g_cfg.replace(architecture=m.g_architecture)

@@ -1,0 +1,177 @@
+"""Speed and memory benchmarks: generator / discriminator inference, training steps, modulated conv.
+
+    python tools/bench.py --model paper256 --batch 8                 # G and D inference
+    python tools/bench.py --model small32 --batch 32 --what train    # training throughput
+    python tools/bench.py --what modconv                             # grouped vs shared modconv
+    python tools/bench.py --model paper256 --batch 8 --json out.json
+
+Every figure is a wall-clock median over ``--iters`` timed calls after one warm-up (which also
+measures compile time). Peak memory is the device's ``peak_bytes_in_use`` where the backend
+reports it (GPU/TPU), else the process's peak resident set size (CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gancomp_jax import checkpoints
+from gancomp_jax.models import Discriminator, Generator, get_preset
+from gancomp_jax.ops import modulated_conv2d, setup_filter
+
+
+def _time(fn: Callable[[], Any], iters: int) -> tuple[float, float]:
+    """(first call seconds incl. compilation, median seconds of ``iters`` further calls)."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return first, statistics.median(times)
+
+
+def peak_memory_gib() -> tuple[float, str]:
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"] / 2 ** 30, "device peak_bytes_in_use"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "process peak RSS"
+
+
+def bench_generator(preset, batch: int, iters: int, impl: str) -> dict[str, float]:
+    cfg = preset.generator.replace(modconv_impl=impl)
+    G = Generator(cfg)
+    v = jax.device_put(checkpoints.init_network("generator", cfg, jax.random.key(0)).variables)
+    z = jax.random.normal(jax.random.key(1), (batch, cfg.z_dim))
+    fn = jax.jit(lambda v, z: G.apply(v, z, noise_mode="const"))
+    first, step = _time(lambda: fn(v, z), iters)
+    return {"G_compile_s": first - step, "G_sec_per_batch": step, "G_img_per_s": batch / step}
+
+
+def bench_discriminator(preset, batch: int, iters: int) -> dict[str, float]:
+    cfg = preset.discriminator
+    D = Discriminator(cfg)
+    v = jax.device_put(checkpoints.init_network("discriminator", cfg, jax.random.key(0)).variables)
+    x = jax.random.normal(jax.random.key(1), (batch, cfg.img_resolution, cfg.img_resolution, cfg.img_channels))
+    fn = jax.jit(lambda v, x: D.apply(v, x))
+    first, step = _time(lambda: fn(v, x), iters)
+    return {"D_compile_s": first - step, "D_sec_per_batch": step, "D_img_per_s": batch / step}
+
+
+def bench_train(preset, batch: int, iters: int, impl: str) -> dict[str, float]:
+    """Per-phase step times on one device with random real images; amortised iteration time
+    counts the lazy regularisers at their intervals (path length 1/4, R1 1/16)."""
+    from gancomp_jax.train.state import init_state, lazy_adam
+    from gancomp_jax.train.steps import Hyper, build_steps
+
+    t = preset.training
+    g_cfg = preset.generator.replace(modconv_impl=impl)
+    d_cfg = preset.discriminator
+    hyper = Hyper(batch_size=batch, r1_gamma=t["r1_gamma"], pl_weight=t["pl_weight"],
+                  style_mixing_prob=t["style_mixing_prob"], ema_kimg=t["ema_kimg"])
+    G = Generator(g_cfg)
+    D = Discriminator(d_cfg)
+    g_tx = lazy_adam(t["lr"], (0.0, 0.99), 1e-8, hyper.pl_interval)
+    d_tx = lazy_adam(t["lr"], (0.0, 0.99), 1e-8, hyper.r1_interval)
+    state = jax.jit(lambda: init_state(g_cfg, d_cfg, g_tx, d_tx, jax.random.key(0)))()
+    steps = build_steps(G, D, g_tx, d_tx, hyper)
+    res = g_cfg.img_resolution
+    batch_data = {"image": jax.random.uniform(jax.random.key(2), (batch, res, res, 3), minval=-1, maxval=1),
+                  "label": jnp.zeros((batch,), jnp.int32)}
+    out: dict[str, float] = {}
+    box = [state]
+
+    def phase(name, fn):
+        def call():
+            box[0], m = fn(box[0])
+            return m
+        first, step = _time(call, iters)
+        out[f"train_{name}_compile_s"] = first - step
+        out[f"train_{name}_s"] = step
+
+    phase("g_main", steps.g_main)
+    phase("g_reg", steps.g_reg)
+    phase("d_main", lambda s: steps.d_main(s, batch_data))
+    phase("d_reg", lambda s: steps.d_reg(s, batch_data))
+    phase("ema", steps.ema)
+    it = (out["train_g_main_s"] + out["train_d_main_s"] + out["train_ema_s"]
+          + out["train_g_reg_s"] / hyper.pl_interval + out["train_d_reg_s"] / hyper.r1_interval)
+    out["train_sec_per_step"] = it
+    out["train_img_per_s"] = batch / it
+    out["train_kimg_per_hour"] = batch / it * 3600 / 1000
+    return out
+
+
+def bench_modconv(batch: int, iters: int, channels: int = 256, res: int = 64) -> dict[str, float]:
+    """Grouped (per-sample kernels) vs shared-weight modulated 3×3 conv, forward only."""
+    x = jax.random.normal(jax.random.key(0), (batch, res, res, channels))
+    w = jax.random.normal(jax.random.key(1), (3, 3, channels, channels))
+    s = jax.random.normal(jax.random.key(2), (batch, channels))
+    out = {}
+    for impl in ("shared", "grouped"):
+        for up in (1, 2):
+            fn = jax.jit(lambda x, w, s, impl=impl, up=up: modulated_conv2d(
+                x, w, s, up=up, padding=1, resample_filter=setup_filter(), impl=impl))
+            first, step = _time(lambda: fn(x, w, s), iters)
+            out[f"modconv_{impl}_up{up}_ms"] = step * 1000
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="gancomp_jax speed/memory benchmarks")
+    p.add_argument("--model", default="paper256", help="model preset (gancomp_jax.models.presets)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--what", default="g,d", help="comma list of: g, d, train, modconv")
+    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--impl", default="auto", choices=("auto", "shared", "grouped"), help="modulated-conv form")
+    p.add_argument("--mixed_precision", action="store_true", help="bfloat16 in the 4 highest resolutions")
+    p.add_argument("--conv_clamp", type=float, default=None)
+    p.add_argument("--json", default="", help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+    what = [w.strip() for w in args.what.split(",") if w.strip()]
+    unknown = set(what) - {"g", "d", "train", "modconv"}
+    if unknown:
+        p.error(f"unknown --what entries {sorted(unknown)}")
+    try:
+        preset = get_preset(args.model, conv_clamp=args.conv_clamp, mixed_precision=args.mixed_precision)
+    except ValueError as e:
+        p.error(str(e))
+    dev = jax.devices()[0]
+    results: dict[str, Any] = {"model": args.model, "batch": args.batch, "backend": jax.default_backend(),
+                               "device": dev.device_kind, "num_devices": jax.device_count(),
+                               "modconv_impl": args.impl, "mixed_precision": args.mixed_precision,
+                               "jax": jax.__version__}
+    print(f"# {args.model} batch {args.batch} on {results['backend']} ({results['device']}), jax {jax.__version__}",
+          flush=True)
+    runners = {"g": lambda: bench_generator(preset, args.batch, args.iters, args.impl),
+               "d": lambda: bench_discriminator(preset, args.batch, args.iters),
+               "train": lambda: bench_train(preset, args.batch, args.iters, args.impl),
+               "modconv": lambda: bench_modconv(args.batch, args.iters)}
+    for w in what:
+        r = runners[w]()
+        for k, v in r.items():
+            print(f"{k:32s} {v:12.3f}", flush=True)
+        results.update(r)
+    peak, how = peak_memory_gib()
+    results["peak_memory_gib"] = peak
+    results["peak_memory_source"] = how
+    print(f"{'peak_memory_gib':32s} {peak:12.3f}  ({how})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
