@@ -70,8 +70,8 @@ def bench_discriminator(preset, batch: int, iters: int) -> dict[str, float]:
 
 
 def bench_train(preset, batch: int, iters: int, impl: str) -> dict[str, float]:
-    """Per-phase step times on one device with random real images; amortised iteration time
-    counts the lazy regularisers at their intervals (path length 1/4, R1 1/16)."""
+    """Per-phase step times on one device with random real images; the amortised iteration time
+    counts the lazy regularisers the preset uses at their intervals (path length 1/4, R1 1/16)."""
     from gancomp_jax.train.state import init_state, lazy_adam
     from gancomp_jax.train.steps import Hyper, build_steps
 
@@ -105,8 +105,11 @@ def bench_train(preset, batch: int, iters: int, impl: str) -> dict[str, float]:
     phase("d_main", lambda s: steps.d_main(s, batch_data))
     phase("d_reg", lambda s: steps.d_reg(s, batch_data))
     phase("ema", steps.ema)
-    it = (out["train_g_main_s"] + out["train_d_main_s"] + out["train_ema_s"]
-          + out["train_g_reg_s"] / hyper.pl_interval + out["train_d_reg_s"] / hyper.r1_interval)
+    it = out["train_g_main_s"] + out["train_d_main_s"] + out["train_ema_s"]
+    if hyper.pl_weight > 0:
+        it += out["train_g_reg_s"] / hyper.pl_interval
+    if hyper.r1_gamma > 0:
+        it += out["train_d_reg_s"] / hyper.r1_interval
     out["train_sec_per_step"] = it
     out["train_img_per_s"] = batch / it
     out["train_kimg_per_hour"] = batch / it * 3600 / 1000

@@ -102,6 +102,17 @@ def check_variables(name: str, network: Network) -> None:
         raise ValueError(f"network {name!r}: variables do not match its description: " + "; ".join(parts))
 
 
+def _local_checkpointer() -> ocp.StandardCheckpointer:
+    """An Orbax checkpointer for host (numpy) trees that involves only this process.
+
+    Model checkpoints hold plain numpy arrays written by one process, so no cross-process
+    barriers (which would wait forever for processes that do not save) must be used.
+    """
+    me = jax.process_index()
+    return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+        primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"model_p{me}"))
+
+
 def save_model(directory: str | os.PathLike, networks: Mapping[str, Network],
                metadata: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
     """Writes ``networks`` (e.g. ``{'G_ema': ..., 'D': ...}``) to ``directory`` atomically.
@@ -121,7 +132,7 @@ def save_model(directory: str | os.PathLike, networks: Mapping[str, Network],
         tmp.mkdir()
         tree = {name: jax.tree.map(lambda a: np.asarray(a, dtype=np.float32), dict(net.variables))
                 for name, net in networks.items()}
-        ckptr = ocp.StandardCheckpointer()
+        ckptr = _local_checkpointer()
         ckptr.save(tmp / "variables", tree)
         ckptr.wait_until_finished()
         ckptr.close()
@@ -187,7 +198,7 @@ def load_model(directory: str | os.PathLike, names: list[str] | tuple[str, ...] 
             configs[name] = cls.from_dict(net["config"])
         except (TypeError, ValueError) as e:
             raise ValueError(f"{directory}/model.json: network {name!r}: {e}") from None
-    ckptr = ocp.StandardCheckpointer()
+    ckptr = _local_checkpointer()
     try:
         restored = ckptr.restore(directory / "variables")
     except Exception as e:  # orbax raises several types for missing/corrupt data

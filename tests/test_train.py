@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -126,10 +127,15 @@ def test_sigkill_then_resume_equals_uninterrupted(reference_run, tmp_path):
         assert resumed.step > 6
 
 
-def test_four_devices_equal_one_device(tmp_path):
+@pytest.fixture(scope="module")
+def four_device_run(tmp_path_factory):
     assert jax.device_count() >= 4, "conftest sets --xla_force_host_platform_device_count=4"
+    return train(tiny_config(total_steps=2, mesh_devices=4), tmp_path_factory.mktemp("four"))
+
+
+def test_four_devices_equal_one_device(tmp_path, four_device_run):
     one = train(tiny_config(total_steps=2, mesh_devices=1), tmp_path / "one")
-    four = train(tiny_config(total_steps=2, mesh_devices=4), tmp_path / "four")
+    four = four_device_run
     a, b = params_of(one), params_of(four)
     for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=2e-5,
@@ -169,3 +175,33 @@ def test_bad_configs_are_clear_errors(tmp_path):
     train(tiny_config(total_steps=1), tmp_path / "d")
     with pytest.raises(ValueError, match="different model"):
         train(tiny_config(total_steps=2, **{"model.preset": "small32"}), tmp_path / "d")
+
+
+def test_two_processes_equal_one_process(tmp_path, four_device_run):
+    """Multi-host path on the CPU: 2 processes × 2 devices (gloo collectives), each feeding only
+    its own half of every batch, train the same parameters as one process with 4 devices."""
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    procs = []
+    for pid in range(2):
+        cmd = [sys.executable, "-m", "gancomp_jax.main", "--config", str(REPO / "experiments" / "train_stylegan2.py"),
+               "--workdir", str(tmp_path), "--config.model.preset=tiny16", "--config.batch_size=8",
+               "--config.total_steps=2", "--config.log_every_steps=2", "--config.checkpoint_every_steps=2",
+               "--config.sample_every_steps=2", "--config.grid_rows=2", "--config.grid_cols=4",
+               "--config.progress=False", "--config.r1_interval=2", "--config.pl_interval=2",
+               "--config.ema_rampup=0.05", "--config.mbstd_num_shards=4", "--config.distributed=True",
+               f"--config.coordinator_address=localhost:{port}", "--config.num_processes=2",
+               f"--config.process_id={pid}"]
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    outs = [p.communicate(timeout=600)[0].decode() for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    nets = checkpoints.load_model(tmp_path / "model")
+    ref = jax.device_get({"G_ema": four_device_run.state.g_ema, "D": four_device_run.state.d})
+    for name in ("G_ema", "D"):
+        got = nets[name].variables
+        for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(ref[name])[0], jax.tree.leaves(got)):
+            np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=2e-5,
+                                       err_msg=name + jax.tree_util.keystr(path))

@@ -18,10 +18,12 @@ any position can be reached in O(1)):
    multiple of ``global_batch_size``, so every process sees the same number of
    full batches.
 3. Global batch ``b`` is positions ``[b * G, (b + 1) * G)``. Process ``p`` of
-   ``P`` takes the strided slice ``stream[p::P]``, so its local batch ``b`` is
-   positions ``b * G + o * P + p`` for ``o in range(G // P)``. The local
-   batches of all processes are disjoint and together form exactly global
-   batch ``b``, whatever ``P`` is (``global_row = o * P + p``).
+   ``P`` takes the contiguous block ``o = 0 .. L-1`` (``L = G // P``) of it:
+   its local batch ``b`` is positions ``b * G + p * L + o``. The local batches
+   of all processes are disjoint and, concatenated in process order, form
+   exactly global batch ``b`` whatever ``P`` is (``global_row = p * L + o``) —
+   the layout ``jax.make_array_from_process_local_data`` assumes. With several
+   processes an incomplete final global batch is always dropped.
 4. The x-flip decision for position ``g`` comes from an RNG seeded with
    ``(seed, g)`` only, so it does not depend on the process count, the
    number of threads or worker processes.
@@ -90,6 +92,25 @@ class _ToModelInput:
         return {"image": image, "label": np.int32(example["label"])}
 
 
+class _ProcessBlocks:
+    """Random-access view of process ``p``'s rows: its contiguous block of every global batch.
+
+    Local index ``i`` is stream position ``(i // L) * G + p * L + i % L`` (``G`` global and
+    ``L`` local batch size), so concatenating the processes' local batches in process order
+    gives exactly the single-process global batch — the layout
+    ``jax.make_array_from_process_local_data`` assumes.
+    """
+
+    def __init__(self, stream: Any, global_batch: int, local_batch: int, process_index: int):
+        self.stream, self.g, self.l, self.p = stream, global_batch, local_batch, process_index
+
+    def __len__(self) -> int:
+        return len(self.stream) // self.g * self.l
+
+    def __getitem__(self, i: int):
+        return self.stream[(i // self.l) * self.g + self.p * self.l + i % self.l]
+
+
 class InputPipeline(Iterator[dict[str, np.ndarray]]):
     """Iterator over local batches; see the module docstring for the layout.
 
@@ -104,8 +125,7 @@ class InputPipeline(Iterator[dict[str, np.ndarray]]):
         (e.g. ``jax.process_index()``, ``jax.process_count()``).
       num_epochs: passes over the data; ``None`` = forever.
       drop_remainder: drop the last incomplete global batch (finite epochs
-        only). With ``False`` and several processes the final local batches can
-        differ in size between processes (or be missing on some).
+        only). With several processes it is always dropped.
       worker_count: Grain worker processes (0 = read in this process).
       prefetch_batches: batches read ahead (and in parallel, one thread each)
         per process / worker.
@@ -164,7 +184,9 @@ class InputPipeline(Iterator[dict[str, np.ndarray]]):
                 )
             ds = ds[:full]
         ds = ds.map_with_index(_tag_with_position)  # stream position g
-        ds = ds[process_index::process_count]
+        if process_count > 1:
+            ds = grain.MapDataset.source(
+                _ProcessBlocks(ds, self.global_batch_size, self.local_batch_size, process_index))
         ds = ds.map(_ToModelInput(self.seed, self.xflip))
         self._batches = ds.batch(self.local_batch_size, drop_remainder=drop_remainder)
         self._next_batch = 0

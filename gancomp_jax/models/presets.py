@@ -12,7 +12,7 @@ paper1024   1024   32768         8    4      32      .002   2
 stylegan2   1024   32768         8    4      32      .002   10   (config-f)
 cifar       32     32768         2    32     64      .0025  0.01
 tiny16      16     512 (max 32)  2    4      8       .002   1    (tests; fixture architecture)
-small32     32     2048 (max 64) 2    4      32      .002   0.1  (quickstart teacher)
+small32     32     1024 (max 64) 2    4      16      .0025  1    (quickstart teacher; no PL, no mixing)
 ==========  =====  ============  ===  =====  ======  =====  ========
 
 NVlabs runs every preset with ``conv_clamp=256`` (and fp16 in the 4 highest resolutions);
@@ -50,8 +50,8 @@ _SPECS: dict[str, dict[str, Any]] = {
                   style_mixing_prob=0.0),
     "tiny16": dict(res=16, base=512, max=32, zw=32, map=2, mbstd=4, batch=8, lr=0.002,
                    gamma=1.0, ema_kimg=1.0, ema_rampup=None),
-    "small32": dict(res=32, base=2048, max=64, zw=64, map=2, mbstd=4, batch=32, lr=0.002,
-                    gamma=0.1, ema_kimg=2.0, ema_rampup=0.05),
+    "small32": dict(res=32, base=1024, max=64, zw=64, map=2, mbstd=4, batch=16, lr=0.0025,
+                    gamma=1.0, ema_kimg=2.0, ema_rampup=0.05, pl_weight=0.0, style_mixing_prob=0.0),
 }
 
 PRESET_NAMES = tuple(_SPECS)

@@ -49,6 +49,9 @@ def default_train_config() -> ml_collections.ConfigDict:
     c.sharding = "replicate"             # 'replicate' | 'fsdp'
     c.mbstd_num_shards = -1              # -1: one minibatch-std shard per device (as NVlabs per GPU)
     c.distributed = False                # call jax.distributed.initialize() (multi-host)
+    c.coordinator_address = ""           # host:port of process 0 ('' : auto-detect on TPU/SLURM)
+    c.num_processes = 1
+    c.process_id = 0
     c.compilation_cache_dir = ""         # persistent XLA compilation cache
 
     c.log_every_steps = 50

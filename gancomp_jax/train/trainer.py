@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from gancomp_jax import checkpoints, data
@@ -126,8 +127,12 @@ def resolve_config(config: ml_collections.ConfigDict) -> Resolved:
 
 
 def _setup_runtime(config) -> None:
-    if config.get("distributed"):
-        jax.distributed.initialize()
+    if config.get("distributed") and not jax.distributed.is_initialized():
+        kwargs = {}
+        if config.get("coordinator_address"):  # else: auto-detected (TPU pods, SLURM, ...)
+            kwargs = dict(coordinator_address=config.coordinator_address,
+                          num_processes=int(config.num_processes), process_id=int(config.process_id))
+        jax.distributed.initialize(**kwargs)
     if config.get("compilation_cache_dir"):
         jax.config.update("jax_compilation_cache_dir", str(config.compilation_cache_dir))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
@@ -216,9 +221,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainResult
     sample_fn = jax.jit(lambda v, z: G.apply(v, z, None, noise_mode="const"))
 
     def write_samples(tag: str, state: TrainState) -> Path | None:
-        if not is_main or grid_n == 0 or r.g_cfg.c_dim > 0:
+        if grid_n == 0 or r.g_cfg.c_dim > 0:
             return None
-        imgs = to_uint8(np.asarray(sample_fn(state.g_ema, grid_z)))
+        # Every process joins the (possibly sharded) computation and the gather; process 0 writes.
+        imgs = multihost_utils.process_allgather(sample_fn(state.g_ema, grid_z), tiled=True)
+        if not is_main:
+            return None
+        imgs = to_uint8(np.asarray(imgs))
         path = workdir / "samples" / f"fakes{tag}.png"
         grid = write_grid(path, imgs, cfg.grid_cols)
         writer.image(int(jax.device_get(state.step)), "samples/fakes", grid)
@@ -279,8 +288,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainResult
     seconds = time.time() - t_start
     grid_path = write_samples("_final", state)
     model_dir = None
+    host = multihost_utils.process_allgather(state, tiled=True)  # full arrays, also under FSDP
     if is_main:
-        host = jax.device_get(state)
         nets = {"G": checkpoints.Network("generator", r.g_cfg, host.g),
                 "G_ema": checkpoints.Network("generator", r.g_cfg, host.g_ema),
                 "D": checkpoints.Network("discriminator", r.d_cfg, host.d)}
