@@ -205,3 +205,13 @@ def test_two_processes_equal_one_process(tmp_path, four_device_run):
         for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(ref[name])[0], jax.tree.leaves(got)):
             np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=2e-5,
                                        err_msg=name + jax.tree_util.keystr(path))
+
+
+def test_mixed_precision_training_step(tmp_path):
+    res = train(tiny_config(total_steps=2, **{"model.mixed_precision": True, "model.conv_clamp": 256.0}), tmp_path)
+    cfg = checkpoints.load_model(tmp_path / "model")["G"].config
+    assert cfg.num_mixed_res == 4 and cfg.conv_clamp == 256.0
+    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(v) for l in lines for v in l.values())
+    # parameters (and their updates) stay float32
+    assert res.state.g["params"]["synthesis"]["b16"]["conv1"]["weight"].dtype == np.float32
