@@ -62,5 +62,4 @@ def default_train_config() -> ml_collections.ConfigDict:
     c.grid_rows = 4
     c.grid_cols = 8
     c.progress = True
-    c.init_checkpoint = ""
     return c

@@ -42,7 +42,6 @@ class Hyper:
     ema_rampup: float | None = None
     g_terms: tuple[tuple[str, float], ...] = (("nonsaturating", 1.0),)
     d_terms: tuple[tuple[str, float], ...] = (("logistic", 1.0),)
-    num_classes: int = 0
 
 
 class GeneratorPass:

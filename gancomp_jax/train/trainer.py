@@ -203,8 +203,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainResult
         pipeline.set_state(data_state)
         logging.info("resumed from %s at step %d", ckpt.directory, latest)
     else:
-        if cfg.get("init_checkpoint"):
-            raise ValueError("config.init_checkpoint is not supported by this trainer yet")
         state = jax.jit(init_fn, out_shardings=state_sh)()
     start_step = int(jax.device_get(state.step))
     if is_main:
