@@ -272,29 +272,7 @@ class InputPipeline(Iterator[dict[str, np.ndarray]]):
         self._next_batch = int(state["next_batch"])
 
 
-def make_pipeline(
-    source: Any,
-    *,
-    global_batch_size: int,
-    seed: int,
-    xflip: bool = False,
-    process_index: int = 0,
-    process_count: int = 1,
-    num_epochs: int | None = None,
-    drop_remainder: bool = True,
-    worker_count: int = 0,
-    prefetch_batches: int = 4,
-) -> InputPipeline:
-    """Returns an :class:`InputPipeline` (an iterator with get/set_state)."""
-    return InputPipeline(
-        source,
-        global_batch_size=global_batch_size,
-        seed=seed,
-        xflip=xflip,
-        process_index=process_index,
-        process_count=process_count,
-        num_epochs=num_epochs,
-        drop_remainder=drop_remainder,
-        worker_count=worker_count,
-        prefetch_batches=prefetch_batches,
-    )
+def make_pipeline(source: Any, **kwargs: Any) -> InputPipeline:
+    """Returns an :class:`InputPipeline` over ``source`` (an iterator with get/set_state);
+    keyword arguments as for :class:`InputPipeline`."""
+    return InputPipeline(source, **kwargs)

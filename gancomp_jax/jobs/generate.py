@@ -85,8 +85,7 @@ def run(config, workdir: str) -> list[Path]:
         if n < bs:  # pad to a fixed batch so only one program is compiled
             z = np.concatenate([z, np.zeros((bs - n, gcfg.z_dim), np.float32)])
         cc = None if c is None else np.concatenate([c[start:start + n], np.zeros((bs - n, gcfg.c_dim), np.float32)])
-        # Per-seed noise keys: stack the per-sample noise of a batch from one key per batch is
-        # not per-seed, so generate with one key per seed for 'random' noise.
+        # Random noise is keyed by the seed, so an image does not depend on its batch-mates.
         if config.noise_mode == "random":
             imgs = np.concatenate([
                 np.asarray(generate(variables, z[i:i + 1], None if cc is None else cc[i:i + 1],
