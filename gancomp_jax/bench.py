@@ -3,6 +3,7 @@
     python tools/bench.py --model paper256 --batch 8                 # G and D inference
     python tools/bench.py --model small32 --batch 32 --what train    # training throughput
     python tools/bench.py --what modconv                             # grouped vs shared modconv
+    python tools/bench.py --model paper256 --batch 8 --prune_ratio 0.9 --what g   # pruned student
     python tools/bench.py --model paper256 --batch 8 --json out.json
 
 Every figure is a wall-clock median over ``--iters`` timed calls after one warm-up (which also
@@ -13,6 +14,7 @@ reports it (GPU/TPU), else the process's peak resident set size (CPU).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import statistics
@@ -140,6 +142,9 @@ def main(argv=None) -> int:
     p.add_argument("--impl", default="auto", choices=("auto", "shared", "grouped"), help="modulated-conv form")
     p.add_argument("--mixed_precision", action="store_true", help="bfloat16 in the 4 highest resolutions")
     p.add_argument("--conv_clamp", type=float, default=None)
+    p.add_argument("--prune_ratio", type=float, default=0.0,
+                   help="remove this fraction of every generator layer's channels (CAGC's uniform "
+                        "ratio: keep C - int(C * ratio)) to time a pruned student")
     p.add_argument("--json", default="", help="also write the results to this JSON file")
     args = p.parse_args(argv)
     what = [w.strip() for w in args.what.split(",") if w.strip()]
@@ -150,10 +155,16 @@ def main(argv=None) -> int:
         preset = get_preset(args.model, conv_clamp=args.conv_clamp, mixed_precision=args.mixed_precision)
     except ValueError as e:
         p.error(str(e))
+    if not 0 <= args.prune_ratio < 1:
+        p.error("--prune_ratio must be in [0, 1)")
+    if args.prune_ratio:
+        keep = tuple(c - int(c * args.prune_ratio) for c in preset.generator.channels)
+        preset = dataclasses.replace(preset, generator=preset.generator.replace(channels=keep))
     dev = jax.devices()[0]
     results: dict[str, Any] = {"model": args.model, "batch": args.batch, "backend": jax.default_backend(),
                                "device": dev.device_kind, "num_devices": jax.device_count(),
                                "modconv_impl": args.impl, "mixed_precision": args.mixed_precision,
+                               "prune_ratio": args.prune_ratio, "g_channels": list(preset.generator.channels),
                                "jax": jax.__version__}
     print(f"# {args.model} batch {args.batch} on {results['backend']} ({results['device']}), jax {jax.__version__}",
           flush=True)
