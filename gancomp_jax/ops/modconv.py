@@ -81,6 +81,13 @@ def modulated_conv2d(
         raise ValueError(
             f"modulated_conv2d shape mismatch: x {x.shape}, weight {weight.shape}, styles {styles.shape}")
     dtype = x.dtype
+    if demodulate and dtype == jnp.float16:
+        # As NVlabs: pre-normalise by the largest magnitudes so float16 activations cannot
+        # overflow; demodulation cancels these scales exactly.
+        w32 = weight.astype(jnp.float32)
+        weight = w32 / (np.sqrt(in_ch * kh * kw) * jnp.max(jnp.abs(w32), axis=(0, 1, 2), keepdims=True))
+        s32 = styles.astype(jnp.float32)
+        styles = s32 / jnp.max(jnp.abs(s32), axis=1, keepdims=True)
     dcoefs = demodulation_coefficients(weight, styles) if demodulate else None
 
     if resolve_impl(impl) == "shared":
