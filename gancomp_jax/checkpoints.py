@@ -43,18 +43,6 @@ class Network:
     config: GeneratorConfig | DiscriminatorConfig
     variables: dict[str, Any]
 
-    def module(self, **kw):
-        """The Flax module for this network."""
-        return KINDS[self.kind][1](self.config, **kw)
-
-
-def kind_of(config) -> str:
-    if isinstance(config, GeneratorConfig):
-        return "generator"
-    if isinstance(config, DiscriminatorConfig):
-        return "discriminator"
-    raise TypeError(f"not a network description: {type(config).__name__}")
-
 
 def abstract_variables(kind: str, config) -> dict[str, Any]:
     """Shapes/dtypes of a network's variables (``params`` and ``buffers``) without computing them."""
