@@ -69,13 +69,13 @@ def test_pickle_of_something_else(cli, capsys, tmp_path):
     assert_one_error(code, err, str(path), "neither an NVlabs network pickle", "keys: ['mu', 'sigma']")
 
 
-@pytest.mark.parametrize("source", ["rosinality", "nvlabs"])
-def test_truncated_file(cli, capsys, tmp_path, fixtures_dir, g_only, source):
+@pytest.mark.parametrize("source,reader", [("rosinality", "auto"), ("rosinality", "builtin"), ("nvlabs", "auto")])
+def test_truncated_file(cli, capsys, tmp_path, fixtures_dir, g_only, source, reader):
     full = (fixtures_dir / "rosinality_ros16.pt") if source == "rosinality" else g_only[0]
     path = tmp_path / f"cut_{full.name}"
     data = full.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    code, _, err = run_cli(cli, capsys, path, tmp_path / "out")
+    code, _, err = run_cli(cli, capsys, path, tmp_path / "out", "--reader", reader)
     assert_one_error(code, err, str(path), "truncated")
     assert not (tmp_path / "out").exists()
 

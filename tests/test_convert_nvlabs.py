@@ -175,7 +175,8 @@ def test_cli_writes_the_same_model(cli_out, imported, snapshot):
     assert meta["source"]["sha256"] == hashlib.sha256(snapshot.read_bytes()).hexdigest()
     for text in ("NVlabs stylegan2-ada-pytorch network pickle", "G_ema  generator", "57,614 params",
                  "widths per layer (const, b4.conv1, b8.conv0, ...): 32 32 32 32 32 32", "arch resnet",
-                 "mbstd group 4 x 1", "warnings : none", "time     :"):
+                 "mbstd group 4 x 1", "warnings : none", "time     :",
+                 "read by  : gancomp_jax restricted unpickler (no torch, nothing executed)"):
         assert text in stdout, text
 
 

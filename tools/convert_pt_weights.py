@@ -1,10 +1,13 @@
 #!/usr/bin/env python
 """Convert an NVlabs StyleGAN2 ``.pkl`` or a rosinality/CAGC ``.pt`` into our model checkpoint.
 
-    python tools/convert_pt_weights.py SRC OUT_DIR [--which G_ema|G|D|all] [--overwrite]
+    python tools/convert_pt_weights.py SRC OUT_DIR [--which G_ema|G|D|all] [--reader auto|torch|builtin]
+                                                   [--overwrite]
 
 ``--which`` also takes a comma-separated list (``G_ema,D``); the default ``all`` converts every
-network in the file. The format is detected from the content. OUT_DIR is written atomically
+network in the file. The format is detected from the content. rosinality ``.pt`` files are read
+with ``torch.load(weights_only=True)`` when torch is installed (``--reader auto``), else with the
+project's torch-free restricted unpickler (``--reader builtin``); NVlabs pickles always with the latter. OUT_DIR is written atomically
 (gancomp_jax.checkpoints.save_model) and an existing OUT_DIR is left alone unless
 ``--overwrite`` is given. Bad input ends with one ``error: ...`` line and exit code 2.
 """
@@ -30,6 +33,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("out_dir", help="output model directory (gancomp_jax format)")
     p.add_argument("--which", default="all",
                    help="networks to convert: G_ema, G, D, a comma-separated list, or all (default)")
+    p.add_argument("--reader", default="auto", choices=("auto", "torch", "builtin"),
+                   help="how to read rosinality .pt files (default auto: torch.load(weights_only=True) "
+                        "when torch is installed, else the built-in reader)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
     return p.parse_args(argv)
 
@@ -49,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from gancomp_jax.convert.summary import format_summary
 
     t1 = time.perf_counter()
-    result = import_torch(src, which=args.which)
+    result = import_torch(src, which=args.which, reader=args.reader)
     t2 = time.perf_counter()
     metadata = dict(result.metadata, converted_by="tools/convert_pt_weights.py")
     checkpoints.save_model(out_dir, dict(result), metadata=metadata, overwrite=args.overwrite)

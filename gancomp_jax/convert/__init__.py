@@ -8,8 +8,9 @@
 The format is told from the content (the first bytes, then the top-level keys), not from the
 file name: NVlabs network pickles are plain pickles of ``{'G', 'D', 'G_ema', ...}`` persistent
 objects; rosinality checkpoints are ``torch.save`` files of ``{'g', 'g_ema', 'd',
-'latent_avg', ...}`` state dicts. Files are read with the restricted, torch-free loaders of
-:mod:`gancomp_jax.io` (nothing in them is executed). Our names are used throughout: ``G``,
+'latent_avg', ...}`` state dicts. Files are read by the loaders of :mod:`gancomp_jax.io`, which
+execute nothing from them: NVlabs pickles by a restricted, torch-free unpickler; rosinality
+files by ``torch.load(weights_only=True)`` when torch is installed, else by the same unpickler. Our names are used throughout: ``G``,
 ``G_ema``, ``D`` (rosinality's ``g``, ``g_ema``, ``d``).
 """
 
@@ -25,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 from gancomp_jax.convert.errors import (ConversionError, NetworkNotFoundError, UnrecognizedFileError,
                                         UnsupportedNetworkError)
 from gancomp_jax.io import CheckpointFormatError, UnsafePickleError, load_nvlabs_pkl, load_rosinality_pt
-from gancomp_jax.io.torch_pickle import LEGACY_MAGIC_NUMBER
+from gancomp_jax.io.rosinality_pt import READERS
+from gancomp_jax.io.torch_pickle import sniff_container
 
 if TYPE_CHECKING:  # the converters import JAX; keep `import gancomp_jax.convert` light
     from gancomp_jax.convert.common import Converted
@@ -68,12 +70,9 @@ def detect_container(path: str | os.PathLike) -> str:
         head = f.read(16)
     if not head:
         raise UnrecognizedFileError(f"{path}: the file is empty")
-    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
-        return "zip"
-    if head[:4] == b"\x80\x02\x8a\x0a" and int.from_bytes(head[4:14], "little") == LEGACY_MAGIC_NUMBER:
-        return "legacy"
-    if head[0] == 0x80 and 2 <= head[1] <= 5:
-        return "pickle"
+    container = sniff_container(head)
+    if container:
+        return container
     raise UnrecognizedFileError(f"{path} {_NEITHER}: it is not a pickle or torch.save file "
                                 f"(first bytes {head[:8]!r})")
 
@@ -88,10 +87,11 @@ def _no_networks(e: Exception) -> bool:
     return isinstance(e, CheckpointFormatError) and "networks found" in str(e)
 
 
-def _load(path: Path) -> tuple[str, Any]:
+def _load(path: Path, reader: str) -> tuple[str, Any]:
     """``('nvlabs-pkl', {key: NetworkRecord})`` or ``('rosinality-pt', load_rosinality_pt(...))``."""
     container = detect_container(path)
-    loaders = [("nvlabs-pkl", load_nvlabs_pkl), ("rosinality-pt", load_rosinality_pt)]
+    loaders = [("nvlabs-pkl", load_nvlabs_pkl),
+               ("rosinality-pt", lambda p: load_rosinality_pt(p, reader=reader))]
     if container != "pickle":  # torch.save files are rosinality's; plain pickles NVlabs'
         loaders.reverse()
     first_error = None
@@ -140,17 +140,22 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def import_torch(path: str | os.PathLike, which: str | Iterable[str] | None = None) -> ImportResult:
+def import_torch(path: str | os.PathLike, which: str | Iterable[str] | None = None,
+                 reader: str = "auto") -> ImportResult:
     """Reads and converts the networks of an NVlabs ``.pkl`` or rosinality ``.pt`` file.
 
     Args:
       path: the file (its format is detected from its content).
       which: 'G_ema', 'G', 'D', a list or comma-separated string of them, or None / 'all'
         for every network in the file.
+      reader: how rosinality ``.pt`` files are read: 'auto' (``torch.load(weights_only=True)``
+        when torch is installed, else the built-in reader), 'torch' or 'builtin'; see
+        :mod:`gancomp_jax.io.rosinality_pt`. NVlabs pickles always use the built-in reader
+        (``weights_only`` cannot load them).
 
     Returns:
       ImportResult: ``{name: checkpoints.Network}`` with ``.metadata`` = ``{'source': {path,
-      format, sha256, size_bytes}, 'file_networks', 'networks': {name: facts}, 'warnings',
+      format, reader, sha256, size_bytes}, 'file_networks', 'networks': {name: facts}, 'warnings',
       'load_seconds', 'convert_seconds'}``.
 
     Raises:
@@ -169,7 +174,9 @@ def import_torch(path: str | os.PathLike, which: str | Iterable[str] | None = No
     if path.is_dir():
         raise UnrecognizedFileError(f"{path} is a directory, not a .pkl/.pt file")
     t0 = time.perf_counter()
-    fmt, data = _load(path)
+    if reader not in READERS:
+        raise ConversionError(f"unknown reader {reader!r}: choose from {', '.join(READERS)}")
+    fmt, data = _load(path, reader)
     t1 = time.perf_counter()
     converted: dict[str, Converted] = {}
     source_keys: dict[str, str] = {}
@@ -195,6 +202,7 @@ def import_torch(path: str | os.PathLike, which: str | Iterable[str] | None = No
     warnings = [w for c in converted.values() for w in c.warnings]
     metadata = {
         "source": {"path": str(path.absolute()), "format": fmt, "description": FORMATS[fmt],
+                   "reader": data["reader"] if fmt == "rosinality-pt" else "builtin",
                    "sha256": _sha256(path), "size_bytes": path.stat().st_size},
         "file_networks": present,
         "networks": {n: dict(c.facts, source_key=source_keys[n]) for n, c in converted.items()},

@@ -6,6 +6,9 @@ from typing import Any
 
 __all__ = ["format_summary"]
 
+_READER_NAMES = {"torch": "torch.load(weights_only=True)",
+                 "builtin": "gancomp_jax restricted unpickler (no torch, nothing executed)"}
+
 
 def _widths(values) -> str:
     return " ".join(str(v) for v in values)
@@ -48,6 +51,7 @@ def format_summary(metadata: dict[str, Any], out_dir: str | None = None,
     lines = [
         f"source   : {src['path']}",
         f"format   : {src['description']} ({size_mb:.1f} MiB, sha256 {src['sha256'][:16]}...)",
+        f"read by  : {_READER_NAMES.get(src.get('reader'), src.get('reader'))}",
         f"in file  : {', '.join(metadata['file_networks'])}",
         "converted:",
     ]

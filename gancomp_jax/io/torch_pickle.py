@@ -65,7 +65,9 @@ __all__ = [
     "RestrictedUnpickler",
     "TorchDType",
     "UnsafePickleError",
+    "is_torch_save_file",
     "load_torch_file",
+    "sniff_container",
 ]
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
@@ -73,6 +75,24 @@ LEGACY_PROTOCOL_VERSION = 1001
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 GlobalTable = Mapping[tuple[str, str], Any]
+
+
+def sniff_container(head: bytes) -> str | None:
+    """'zip' (torch.save), 'legacy' (old torch.save stream), 'pickle' or None, from a file's first bytes."""
+    if head[:4] in _ZIP_MAGICS:
+        return "zip"
+    # the legacy stream opens with the magic number pickled at protocol 2: PROTO 2, LONG1 of 10 bytes
+    if head[:4] == b"\x80\x02\x8a\x0a" and int.from_bytes(head[4:14], "little") == LEGACY_MAGIC_NUMBER:
+        return "legacy"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    return None
+
+
+def is_torch_save_file(path: str | Path) -> bool:
+    """True for files written by ``torch.save`` (zip or legacy stream)."""
+    with open(path, "rb") as file:
+        return sniff_container(file.read(16)) in ("zip", "legacy")
 
 
 class UnsafePickleError(ValueError):
