@@ -96,7 +96,11 @@ def _load_with_torch(path: Path, source: str) -> Any:
         raise CheckpointFormatError(f"{source}: cannot read it as a torch.save file; the file is truncated, "
                                     f"corrupt or in another format ({type(exc).__name__}: "
                                     f"{' '.join(str(exc).split())[:300]})") from None
-    return _torch_to_numpy(data)
+    if not isinstance(data, dict):
+        return data
+    # only what load_rosinality_pt returns; optimizer states stay torch tensors and are dropped
+    return {key: _torch_to_numpy(value) if key in (*ROSINALITY_NETWORK_KEYS, "latent_avg", "args") else value
+            for key, value in data.items()}
 
 
 def _pick_reader(reader: str, path: Path) -> str:
