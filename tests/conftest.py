@@ -1,4 +1,8 @@
-"""Test setup: 4 virtual CPU devices (for sharding tests) and fixture paths."""
+"""Test setup: 4 virtual CPU devices (for sharding tests), fixture paths and the ``slow`` marker.
+
+Tests marked ``@pytest.mark.slow`` (long end-to-end runs) are skipped unless ``--runslow`` is
+given or ``RUN_SLOW=1`` is set; the default run keeps one fast path through each feature.
+"""
 
 import os
 
@@ -17,11 +21,24 @@ import pathlib  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"  # reference outputs committed with the tests (see its README)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow") or os.environ.get("RUN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow end-to-end test: run with --runslow or RUN_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> pathlib.Path:
     if not FIXTURES.is_dir():
-        pytest.fail(f"reference fixtures not found at {FIXTURES} (expected ../shared/fixtures beside the repo)")
+        pytest.fail(f"reference fixtures not found at {FIXTURES}")
     return FIXTURES

@@ -1,7 +1,7 @@
 """NVlabs network pickles → our checkpoints (gancomp_jax.convert, tools/convert_pt_weights.py).
 
 The pickles are written by gancomp_jax.convert.fake_nvlabs (no NVlabs code, no torch) from the
-tensors of ../shared/fixtures/nvlabs_tiny16.npz, so the converted networks must reproduce that
+tensors of tests/fixtures/nvlabs_tiny16.npz, so the converted networks must reproduce that
 fixture's NVlabs outputs.
 """
 

@@ -1,4 +1,4 @@
-"""rosinality (CAGC-pruned) checkpoints → our networks, against ../shared/fixtures/rosinality_ros16.*
+"""rosinality (CAGC-pruned) checkpoints → our networks, against tests/fixtures/rosinality_ros16.*
 
 Tolerances from the fixtures README: ≤ 1e-4 on w, ≤ 1e-3 on images and logits.
 """

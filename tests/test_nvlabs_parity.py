@@ -1,4 +1,4 @@
-"""Our G and D against NVlabs stylegan2-ada-pytorch outputs (../shared/fixtures/nvlabs_tiny16.npz).
+"""Our G and D against NVlabs stylegan2-ada-pytorch outputs (tests/fixtures/nvlabs_tiny16.npz).
 
 Tolerances from the fixtures README: |Δ| ≤ 1e-4 on ws, ≤ 1e-3 on images and logits.
 """

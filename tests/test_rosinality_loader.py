@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 from gancomp_jax.io.rosinality_pt import load_rosinality_pt  # noqa: E402
 from gancomp_jax.io.torch_pickle import CheckpointFormatError, UnsafePickleError  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ROS16 = FIXTURES / "rosinality_ros16.pt"
 READERS = pytest.mark.parametrize("reader", ["torch", "builtin"])
 
