@@ -1,0 +1,238 @@
+"""Prune job: teacher (model directory, NVlabs ``.pkl`` or rosinality ``.pt``) → student model.
+
+    python -m gancomp_jax.main --config experiments/prune.py --workdir OUT \
+        --config.teacher=ffhq-res256-mirror-paper256-noaug.pkl \
+        --config.criterion=content_aware --config.ratio=0.7
+
+Writes (only once everything succeeded; bad input writes nothing):
+
+* ``OUT/model``       — an ordinary model directory (G, G_ema = the student, D) whose
+  ``model.json`` metadata holds ``pruning`` (criterion, ratio, teacher source and sha256,
+  ``kept``: per NVlabs layer name the kept teacher output-channel indices, ...);
+* ``OUT/scores.npz``  — the criterion's scores, one float64 array per layer name;
+* ``OUT/grid.png``    — teacher (top row) vs student (bottom row) on the same seeds;
+* ``OUT/report.md``   — per-layer widths teacher → student, parameters, MACs, compression rate.
+
+:func:`run` returns ``{'model', 'scores', 'grid', 'report', 'summary'}``; :func:`quickstart_stage`
+is the quickstart's ``prune`` stage.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from ml_collections import config_dict
+
+from gancomp_jax import checkpoints
+from gancomp_jax.jobs.generate import latents_for_seeds, make_generate_fn
+from gancomp_jax.models.generator import Generator
+from gancomp_jax.prune.pipeline import PruneOptions, prune, teacher_sha256
+from gancomp_jax.prune.widths import layer_names
+from gancomp_jax.utils.images import make_grid, save_png, to_uint8
+from gancomp_jax.utils.ranges import parse_seeds
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The prune job's settings (``experiments/prune.py`` returns this)."""
+    c = ml_collections.ConfigDict()
+    c.job = "prune"
+    c.teacher = ""                   # model directory, NVlabs .pkl or rosinality .pt (required)
+    c.criterion = "content_aware"    # content_aware | l1_out | gan_slimming | random | first
+    # width rule: exactly one of the three
+    c.ratio = config_dict.placeholder(float)               # remove int(r*C) channels per layer (0.7: CAGC)
+    c.channel_multiplier = config_dict.placeholder(int)    # divide every width of G (and D) by k (DGL-GAN)
+    c.target_reduction = config_dict.placeholder(float)    # MAC reduction to aim for (e.g. 0.9573)
+    c.overrides = ""                 # per-layer widths, e.g. 'b4.const=512,b8.conv0=100'
+    c.surgery = "exact"              # exact (ToRGB gain rescaled) | as_released (CAGC/NICKEL: not rescaled)
+    c.discriminator = "teacher"      # teacher (unchanged) | narrow (same rule, fresh init) | fresh (full width)
+    c.student_init = "sliced"        # sliced from the teacher | scratch (random init at the student widths)
+    # scoring
+    c.n_sample = 400
+    c.batch_size = 10
+    c.noise_prob = 0.05
+    c.noise_mode = "random"          # the generator's noise while scoring (random, as released)
+    c.mask = "none"                  # none | face_parser (content mask for content_aware)
+    c.mask_weights = ""              # face_parser: BiSeNet 79999_iter.pth (or a converted directory)
+    c.l1_weights = "effective"       # l1_out: effective (CAGC) | raw
+    c.seed = 0
+    # outputs
+    c.grid_seeds = "0-7"             # teacher vs student grid (noise_mode const, psi 1)
+    c.overwrite = False
+    c.progress = True
+    return c
+
+
+def options_from_config(config) -> PruneOptions:
+    return PruneOptions(
+        criterion=config.criterion, ratio=config.ratio, channel_multiplier=config.channel_multiplier,
+        target_reduction=config.target_reduction, overrides=config.overrides or None, surgery=config.surgery,
+        discriminator=config.discriminator, student_init=config.student_init, n_sample=config.n_sample,
+        batch_size=config.batch_size, noise_prob=config.noise_prob, noise_mode=config.noise_mode,
+        mask=config.mask, mask_weights=config.mask_weights, l1_weights=config.l1_weights, seed=config.seed,
+        progress=config.progress)
+
+
+# --------------------------------------------------------------------------- accounting
+
+
+def count_params(net) -> dict[str, int]:
+    """Trainable parameters of a generator: mapping, synthesis, total."""
+    p = net.variables["params"]
+    size = lambda t: int(sum(np.size(a) for a in jax.tree.leaves(t)))
+    out = {"mapping": size(p.get("mapping", {})), "synthesis": size(p.get("synthesis", {}))}
+    out["total"] = size(p)
+    return out
+
+
+def _macs(cfg) -> int | None:
+    try:
+        from gancomp_jax.metrics.cost import generator_cost
+    except ImportError:
+        return None
+    return int(generator_cost(cfg)["macs"])
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def comparison_grid(teacher, student, seeds: list[int]) -> np.ndarray:
+    """uint8 grid: teacher images on the top row, the student's on the bottom row (same z, const noise)."""
+    z = latents_for_seeds(seeds, teacher.config.z_dim)
+    c = None
+    if teacher.config.c_dim > 0:
+        c = np.zeros((len(seeds), teacher.config.c_dim), np.float32)
+        c[:, 0] = 1
+    rows = []
+    for net in (teacher, student):
+        cfg = net.config.replace(num_mixed_res=0)
+        gen = make_generate_fn(Generator(cfg), 1.0, None, "const")
+        rows.append(to_uint8(np.asarray(gen(jax.tree.map(jnp.asarray, net.variables), z, c, jax.random.key(0)))))
+    return make_grid(np.concatenate(rows), cols=len(seeds))
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _fmt(n) -> str:
+    if n is None:
+        return "n/a"
+    return f"{n / 1e9:.3f} G" if n >= 1e9 else f"{n / 1e6:.3f} M" if n >= 1e6 else f"{n:,}"
+
+
+def render_report(meta: dict, teacher_params, student_params, teacher_macs, student_macs, grid_name: str,
+                  seconds: float) -> tuple[str, list[str]]:
+    """``(report.md text, summary lines)``."""
+    rule = (f"ratio {meta['ratio']}" if "ratio" in meta else f"channel_multiplier {meta.get('channel_multiplier')}")
+    if "target_reduction" in meta:
+        rule += f" (target MAC reduction {meta['target_reduction']:.4f}, achieved {meta['achieved_reduction']:.4f})"
+    summary = [
+        f"criterion {meta['criterion']}, {rule}, surgery {meta['surgery']}, D {meta['discriminator']}",
+        f"G params {teacher_params['total']:,} -> {student_params['total']:,} "
+        f"(synthesis {teacher_params['synthesis']:,} -> {student_params['synthesis']:,})",
+    ]
+    if teacher_macs and student_macs:
+        summary.append(f"G MACs {_fmt(teacher_macs)} -> {_fmt(student_macs)}: reduction "
+                       f"{1 - student_macs / teacher_macs:.2%} (compression {teacher_macs / student_macs:.2f}x)")
+    else:
+        summary.append("G MACs: n/a (gancomp_jax.metrics.cost is not available)")
+    lines = ["# Pruning report", "",
+             f"- teacher: `{meta['teacher']['source']}` (network {meta['teacher']['network']}, "
+             f"sha256 `{meta['teacher']['sha256']}`)",
+             *[f"- {s}" for s in summary],
+             f"- scoring: {meta['scoring']}",
+             f"- scoring and surgery took {seconds:.1f} s", "",
+             "| layer | teacher | student | kept |", "|---|---:|---:|---:|"]
+    for name, ct, cs in zip(meta["layers"], meta["teacher_channels"], meta["student_channels"]):
+        lines.append(f"| {name} | {ct} | {cs} | {cs / ct:.1%} |")
+    lines += ["", "| | teacher | student |", "|---|---:|---:|",
+              f"| params (mapping) | {teacher_params['mapping']:,} | {student_params['mapping']:,} |",
+              f"| params (synthesis) | {teacher_params['synthesis']:,} | {student_params['synthesis']:,} |",
+              f"| params (total) | {teacher_params['total']:,} | {student_params['total']:,} |",
+              f"| MACs | {_fmt(teacher_macs)} | {_fmt(student_macs)} |"]
+    if teacher_macs and student_macs:
+        lines.append(f"| MAC reduction | | {1 - student_macs / teacher_macs:.2%} |")
+    lines += ["", f"Teacher (top) vs untrained student (bottom), same seeds, const noise: ![grid]({grid_name})", ""]
+    return "\n".join(lines), summary
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+    if not config.teacher:
+        raise ValueError("config.teacher is required: a model directory, an NVlabs .pkl or a rosinality .pt")
+    out = Path(workdir).absolute()
+    model_dir = out / "model"
+    if model_dir.exists() and not config.overwrite:
+        raise FileExistsError(f"{model_dir} already exists; set config.overwrite=True to replace it")
+    seeds = parse_seeds(config.grid_seeds)
+    options = options_from_config(config)
+    from gancomp_jax.prune.pipeline import validate_options
+    validate_options(options)  # before the (possibly slow) teacher load
+    networks = checkpoints.load_any(config.teacher)
+    digest = teacher_sha256(config.teacher)
+    t0 = time.time()
+    result = prune(networks, options, teacher_source=str(config.teacher), teacher_digest=digest)
+    seconds = time.time() - t0
+    student = result.networks["G_ema"]
+    grid = comparison_grid(result.teacher, student, seeds)
+    tp, sp = count_params(result.teacher), count_params(student)
+    tm, sm = _macs(result.teacher.config), _macs(student.config)
+    meta = result.metadata
+    meta["params"] = {"teacher": tp, "student": sp}
+    if tm and sm:
+        meta["macs"] = {"teacher": tm, "student": sm, "reduction": 1 - sm / tm}
+    report, summary = render_report(meta, tp, sp, tm, sm, "grid.png", seconds)
+
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoints.save_model(model_dir, result.networks, {"source": f"pruned from {config.teacher}", "pruning": meta},
+                           overwrite=bool(config.overwrite))
+    scores_path, grid_path, report_path = out / "scores.npz", out / "grid.png", out / "report.md"
+    _write_npz(scores_path, result.scores)
+    save_png(grid_path, grid)
+    tmp = report_path.with_name(f".report.md.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(report)
+    os.replace(tmp, report_path)
+    logging.info("wrote %s, %s, %s, %s", model_dir, scores_path, grid_path, report_path)
+    widths = " ".join(f"{ct}->{cs}" for ct, cs in zip(meta["teacher_channels"], meta["student_channels"]))
+    print("pruned student: " + "; ".join(summary))
+    print(f"widths ({', '.join(layer_names(result.teacher.config)[:1])}...): {widths}")
+    print(f"wrote {model_dir}, {scores_path.name}, {grid_path.name}, {report_path.name}")
+    return {"model": str(model_dir), "scores": str(scores_path), "grid": str(grid_path),
+            "report": str(report_path), "summary": summary,
+            "macs": {"teacher": tm, "student": sm}, "params": {"teacher": tp["total"], "student": sp["total"]}}
+
+
+def quickstart_stage(teacher: str, stage_dir: str | os.PathLike, **overrides) -> dict[str, Any]:
+    """The quickstart's ``prune`` stage: content-aware, mask none, ratio 0.7 (any field overridable).
+
+    Prints the cost table and writes ``stage_dir/grid.png`` (teacher vs the pruned, untrained
+    student); returns :func:`run`'s dict (``model``, ``grid``, ``report``, ...).
+    """
+    config = default_config()
+    config.teacher = str(teacher)
+    config.ratio = 0.7
+    config.criterion = "content_aware"
+    config.mask = "none"
+    config.overwrite = True  # a re-run of an interrupted stage replaces partial outputs
+    for k, v in overrides.items():
+        setattr(config, k, v)
+    result = run(config, str(stage_dir))
+    print(Path(result["report"]).read_text())
+    return result

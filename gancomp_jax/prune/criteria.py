@@ -1,0 +1,354 @@
+"""Channel-importance criteria: one score per generator layer and output channel (lowest removed).
+
+Every criterion is a function ``fn(inputs: ScoringInputs) -> {layer name: float64 [C]}``
+registered with :func:`register_criterion`; adding one touches nothing else. Layer names are
+those of :func:`gancomp_jax.prune.widths.layer_names` (``b4.const``, ``b4.conv1``, ...).
+
+As in the released CAGC code (``Util/content_aware_pruning.py``, ``Util/pruning_util.py``) and
+NICKEL & DiME (``utils/content_aware_pruning.py``), a layer's channels are scored through the
+weights that *read* them — the layer's *consumer*: the next modulated conv (for ``b4.const``:
+``b4.conv1``), and for the last layer the final ToRGB. Intermediate ToRGBs are not used
+(CAGC issue #16). Each score is a function of the consumer's input-channel axis.
+
+Criteria:
+
+* ``content_aware`` (CAGC): for ``n_sample`` samples in batches of ``batch_size`` (the last
+  batch takes the remainder, as released), images ``G(z)`` (random noise, no truncation) get
+  salt-and-pepper noise inside a content mask: each masked pixel is hit with probability
+  ``noise_prob`` and all its RGB channels are overwritten by one sign s ∈ {−1, +1}. The loss
+  ``sum |noisy − img|`` (noisy = img with the hit pixels replaced by constants) is
+  back-propagated; per batch, score = mean |∂L/∂W| over the consumer weight's output channels and
+  kernel taps (the raw weight: for the const, the gradient of ``b4.conv1``'s weight — the
+  released code never differentiates the const itself); scores are summed over batches.
+* ``l1_out``: ℓ1 norm of each channel's outgoing weights. ``l1_weights='effective'`` (default,
+  CAGC's ``l1-out``): the consumer's modulated (and, for convs, demodulated) weights averaged
+  over the samples, ToRGB with its 1/sqrt(in) gain; ``'raw'``: the stored weights.
+* ``gan_slimming``: mean over samples of |s_c|, the consumer's style (affine output, before the
+  ToRGB weight gain) of channel c — GAN Slimming's channel scaling factors.
+* ``random`` (uniform, seeded) and ``first`` (keeps the lowest channel indices) for ablations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from gancomp_jax.models.config import GeneratorConfig
+from gancomp_jax.models.generator import NOISE_MODES, Generator
+from gancomp_jax.prune.widths import layer_names
+
+Scores = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass
+class ScoringInputs:
+    """What a criterion may use.
+
+    Attributes:
+      config: the teacher generator's description.
+      variables: its variables ``{'params', 'buffers'}`` (numpy or jax arrays).
+      n_sample: number of generated samples (400 in CAGC / NICKEL & DiME).
+      batch_size: samples per gradient batch (CAGC 10, NICKEL & DiME 8).
+      noise_prob: salt-and-pepper probability inside the content mask (0.05).
+      mask_fn: ``images [N, H, W, C] in [-1, 1] -> bool [N, H, W]`` content mask, or None (all pixels).
+      noise_mode: the generator's per-pixel noise while scoring ('random' as released).
+      l1_weights: 'effective' or 'raw' (``l1_out``).
+      seed: seeds every random draw (latents, noise, salt-and-pepper, ``random``).
+      progress: show a tqdm bar.
+    """
+
+    config: GeneratorConfig
+    variables: dict[str, Any]
+    n_sample: int = 400
+    batch_size: int = 10
+    noise_prob: float = 0.05
+    mask_fn: Callable[[np.ndarray], np.ndarray] | None = None
+    noise_mode: str = "random"
+    l1_weights: str = "effective"
+    seed: int = 0
+    progress: bool = True
+
+
+CRITERIA: dict[str, Callable[[ScoringInputs], Scores]] = {}
+#: criteria that draw generator samples (and so use n_sample / batch_size)
+SAMPLING_CRITERIA: set[str] = set()
+
+
+def register_criterion(name: str, samples: bool = False):
+    """Decorator registering ``fn(inputs) -> scores`` under ``name``."""
+    def deco(fn):
+        if name in CRITERIA:
+            raise ValueError(f"criterion {name!r} is already registered")
+        CRITERIA[name] = fn
+        if samples:
+            SAMPLING_CRITERIA.add(name)
+        return fn
+    return deco
+
+
+def get_criterion(name: str) -> Callable[[ScoringInputs], Scores]:
+    if name not in CRITERIA:
+        raise ValueError(f"unknown pruning criterion {name!r}; available: {', '.join(sorted(CRITERIA))}")
+    return CRITERIA[name]
+
+
+def compute_scores(name: str, inputs: ScoringInputs) -> Scores:
+    """Runs criterion ``name`` and checks it returned one finite score per channel of every layer."""
+    fn = get_criterion(name)
+    check_inputs(name, inputs)
+    scores = fn(inputs)
+    for lname, c in zip(layer_names(inputs.config), inputs.config.channels):
+        s = scores.get(lname)
+        if s is None or np.shape(s) != (c,):
+            raise ValueError(f"criterion {name!r} returned {None if s is None else np.shape(s)} scores for "
+                             f"layer {lname}, expected ({c},)")
+        if not np.all(np.isfinite(s)):
+            raise ValueError(f"criterion {name!r} returned non-finite scores for layer {lname}")
+    return {k: np.asarray(scores[k], np.float64) for k in layer_names(inputs.config)}
+
+
+def check_inputs(name: str, inputs: ScoringInputs) -> None:
+    if name in SAMPLING_CRITERIA:
+        if int(inputs.n_sample) < 1:
+            raise ValueError(f"n_sample must be >= 1, got {inputs.n_sample}")
+        if int(inputs.batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {inputs.batch_size}")
+    if not 0.0 <= float(inputs.noise_prob) <= 1.0:
+        raise ValueError(f"noise_prob must be in [0, 1], got {inputs.noise_prob}")
+    if inputs.noise_mode not in NOISE_MODES:
+        raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {inputs.noise_mode!r}")
+    if inputs.l1_weights not in ("effective", "raw"):
+        raise ValueError(f"l1_weights must be 'effective' or 'raw', got {inputs.l1_weights!r}")
+
+
+# --------------------------------------------------------------------------- layers and sampling
+
+
+def consumer_paths(cfg: GeneratorConfig) -> list[tuple[str, ...]]:
+    """Per layer, the params path of the module reading its output (next conv, or the last ToRGB)."""
+    names = layer_names(cfg)
+    paths = []
+    for i in range(len(names)):
+        if i + 1 < len(names):
+            blk, layer = names[i + 1].split(".")
+        else:
+            blk, layer = f"b{cfg.img_resolution}", "torgb"
+        paths.append(("synthesis", blk, layer))
+    return paths
+
+
+def batch_sizes(n_sample: int, batch_size: int) -> list[int]:
+    """CAGC's batches: ``n // b`` batches, the last one taking the remainder (one batch if n < b)."""
+    n, b = int(n_sample), int(batch_size)
+    n_batch = n // b
+    if n_batch == 0:
+        return [n]
+    return [b] * (n_batch - 1) + [b + n % b]
+
+
+@dataclasses.dataclass
+class SampleBatch:
+    """One batch of scoring samples: latents, labels, the generator's noise key, salt-and-pepper draws."""
+
+    z: np.ndarray                 # [B, z_dim] float32
+    c: np.ndarray | None          # [B, c_dim] one-hot, or None
+    noise_key: jax.Array          # key of the generator's 'noise' stream
+    uniform: np.ndarray           # [B, H, W] float32 in [0, 1): pixel hit if < noise_prob (and masked)
+    sign: np.ndarray              # [B, H, W] float32 in {-1, +1}
+
+
+def sample_batches(inputs: ScoringInputs) -> Iterator[SampleBatch]:
+    """The scoring samples, deterministic for ``inputs.seed`` (batch i uses ``fold_in(seed, i)``)."""
+    cfg = inputs.config
+    res = cfg.img_resolution
+    base = jax.random.key(int(inputs.seed))
+    for i, b in enumerate(batch_sizes(inputs.n_sample, inputs.batch_size)):
+        kz, kc, kn, ku, ks = jax.random.split(jax.random.fold_in(base, i), 5)
+        z = np.asarray(jax.random.normal(kz, (b, cfg.z_dim), jnp.float32))
+        c = None
+        if cfg.c_dim > 0:
+            c = np.asarray(jax.nn.one_hot(jax.random.randint(kc, (b,), 0, cfg.c_dim), cfg.c_dim))
+        uniform = np.asarray(jax.random.uniform(ku, (b, res, res), jnp.float32))
+        sign = np.asarray(jax.random.rademacher(ks, (b, res, res), jnp.float32))
+        yield SampleBatch(z, c, kn, uniform, sign)
+
+
+def _get(tree, path):
+    for k in path:
+        tree = tree[k]
+    return tree
+
+
+def _with(tree, path, value):
+    """A copy of nested dict ``tree`` with ``tree[path] = value`` (only the path is copied)."""
+    if not path:
+        return value
+    out = dict(tree)
+    out[path[0]] = _with(tree[path[0]], path[1:], value)
+    return out
+
+
+def _as_jax(variables):
+    return jax.tree.map(jnp.asarray, dict(variables))
+
+
+def _progress(inputs: ScoringInputs, desc: str):
+    return tqdm(total=int(inputs.n_sample), desc=desc, unit="img", disable=not inputs.progress, leave=False)
+
+
+# --------------------------------------------------------------------------- content-aware (CAGC)
+
+
+def salt_and_pepper(img: jnp.ndarray, hit: jnp.ndarray, sign: jnp.ndarray) -> jnp.ndarray:
+    """``img [N, H, W, C]`` with pixels where ``hit [N, H, W]`` overwritten by ``sign`` on every channel."""
+    return jnp.where(hit[..., None], sign[..., None].astype(img.dtype), img)
+
+
+def content_aware_loss(img: jnp.ndarray, hit: jnp.ndarray, sign: jnp.ndarray) -> jnp.ndarray:
+    """CAGC's ``sum |noisy − img|`` (zero subgradient at untouched pixels, as torch's abs)."""
+    return jnp.sum(jnp.abs(salt_and_pepper(img, hit, sign) - img))
+
+
+def hit_mask(batch: SampleBatch, noise_prob: float, content: np.ndarray | None) -> np.ndarray:
+    """Pixels that receive salt-and-pepper noise: inside ``content`` and ``uniform < noise_prob``."""
+    hit = batch.uniform < np.float32(noise_prob)
+    if content is not None:
+        hit = hit & content
+    return hit
+
+
+def _content_mask(inputs: ScoringInputs, images: np.ndarray) -> np.ndarray:
+    m = np.asarray(inputs.mask_fn(images))
+    n, h, w = images.shape[:3]
+    if m.shape != (n, h, w):
+        raise ValueError(f"content mask function returned shape {m.shape}, expected {(n, h, w)} "
+                         f"(one boolean per pixel)")
+    return m.astype(bool)
+
+
+@register_criterion("content_aware", samples=True)
+def content_aware(inputs: ScoringInputs) -> Scores:
+    cfg = inputs.config
+    G = Generator(cfg)
+    variables = _as_jax(inputs.variables)
+    paths = consumer_paths(cfg)
+    weights = {i: _get(variables["params"], p + ("weight",)) for i, p in enumerate(paths)}
+    noise_mode = inputs.noise_mode
+
+    def images(variables, params, z, c, key):
+        return G.apply({**variables, "params": params}, z, c, noise_mode=noise_mode, rngs={"noise": key})
+
+    @jax.jit
+    def forward(variables, z, c, key):
+        return images(variables, variables["params"], z, c, key)
+
+    @jax.jit
+    def batch_scores(variables, weights, z, c, key, hit, sign):
+        def loss(weights):
+            p = variables["params"]
+            for i, path in enumerate(paths):
+                p = _with(p, path + ("weight",), weights[i])
+            return content_aware_loss(images(variables, p, z, c, key), hit, sign)
+        grads = jax.grad(loss)(weights)
+        # weight [kh, kw, in, out]: mean |grad| over taps and output channels -> [in]
+        return {i: jnp.mean(jnp.abs(g), axis=(0, 1, 3)) for i, g in grads.items()}
+
+    total = {i: np.zeros(cfg.channels[i], np.float64) for i in range(len(paths))}
+    bar = _progress(inputs, "content-aware scoring")
+    for batch in sample_batches(inputs):
+        content = None
+        if inputs.mask_fn is not None:
+            content = _content_mask(inputs, np.asarray(forward(variables, batch.z, batch.c, batch.noise_key)))
+        hit = hit_mask(batch, inputs.noise_prob, content)
+        s = batch_scores(variables, weights, batch.z, batch.c, batch.noise_key, hit, batch.sign)
+        for i in total:
+            total[i] += np.asarray(s[i], np.float64)
+        bar.update(len(batch.z))
+    bar.close()
+    return {name: total[i] for i, name in enumerate(layer_names(cfg))}
+
+
+# --------------------------------------------------------------------------- style-based criteria
+
+
+def consumer_styles(inputs: ScoringInputs) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
+    """Per batch: ``(batch size, {layer: styles [B, C]})`` — each layer's consumer affine output
+    ``s = w @ (A / sqrt(w_dim)) + b`` for ``w = mapping(z)`` (no truncation, no mixing)."""
+    cfg = inputs.config
+    G = Generator(cfg)
+    variables = _as_jax(inputs.variables)
+    paths = consumer_paths(cfg)
+
+    @jax.jit
+    def styles(variables, z, c):
+        ws = G.apply(variables, z, c, method=Generator.map)
+        w = ws[:, 0]
+        out = {}
+        for i, p in enumerate(paths):
+            aff = _get(variables["params"], p + ("affine",))
+            out[i] = w @ (aff["weight"] / np.sqrt(cfg.w_dim)) + aff["bias"]
+        return out
+
+    for batch in sample_batches(inputs):
+        yield len(batch.z), {i: np.asarray(s, np.float64) for i, s in styles(variables, batch.z, batch.c).items()}
+
+
+@register_criterion("gan_slimming", samples=True)
+def gan_slimming(inputs: ScoringInputs) -> Scores:
+    cfg = inputs.config
+    total = {i: np.zeros(c, np.float64) for i, c in enumerate(cfg.channels)}
+    bar = _progress(inputs, "gan_slimming scoring")
+    for b, styles in consumer_styles(inputs):
+        for i, s in styles.items():
+            total[i] += np.abs(s).sum(axis=0)
+        bar.update(b)
+    bar.close()
+    return {name: total[i] / int(inputs.n_sample) for i, name in enumerate(layer_names(cfg))}
+
+
+@register_criterion("l1_out", samples=True)
+def l1_out(inputs: ScoringInputs) -> Scores:
+    cfg = inputs.config
+    paths = consumer_paths(cfg)
+    params = inputs.variables["params"]
+    raw = {i: np.asarray(_get(params, p + ("weight",)), np.float64) for i, p in enumerate(paths)}
+    names = layer_names(cfg)
+    if inputs.l1_weights == "raw":
+        return {names[i]: np.abs(w).sum(axis=(0, 1, 3)) for i, w in raw.items()}
+    # Effective weights W[., ., i, o] * s[n, i] * d[n, o], averaged over samples n:
+    # W * mean_n(s[n, i] d[n, o]) (ToRGB: no demodulation, gain 1/sqrt(in)).
+    acc = {i: np.zeros(w.shape[2:], np.float64) for i, w in raw.items()}
+    bar = _progress(inputs, "l1_out scoring")
+    for b, styles in consumer_styles(inputs):
+        for i, s in styles.items():
+            w = raw[i]
+            if paths[i][-1] == "torgb":
+                acc[i] += np.broadcast_to(s.sum(axis=0)[:, None] / np.sqrt(w.shape[2]), acc[i].shape)
+            else:
+                d = 1.0 / np.sqrt(np.square(s) @ np.square(w).sum(axis=(0, 1)) + 1e-8)  # [B, O]
+                acc[i] += s.T @ d
+        bar.update(b)
+    bar.close()
+    n = int(inputs.n_sample)
+    return {names[i]: np.abs(raw[i] * (acc[i] / n)).sum(axis=(0, 1, 3)) for i in raw}
+
+
+# --------------------------------------------------------------------------- ablations
+
+
+@register_criterion("random")
+def random_scores(inputs: ScoringInputs) -> Scores:
+    rng = np.random.default_rng(int(inputs.seed))
+    return {name: rng.random(c) for name, c in zip(layer_names(inputs.config), inputs.config.channels)}
+
+
+@register_criterion("first")
+def first(inputs: ScoringInputs) -> Scores:
+    """Decreasing scores, so the first channels (lowest indices) are kept."""
+    return {name: np.arange(c, 0, -1, dtype=np.float64)
+            for name, c in zip(layer_names(inputs.config), inputs.config.channels)}
