@@ -59,6 +59,10 @@ class LoadedNet:
         """``apply(params, images, **kw)``."""
         return self.apply(self.params, images, **kw)
 
+    def __iter__(self):
+        """``params, apply = net`` unpacks like the ``(params, apply_fn)`` pairs of other loaders."""
+        return iter((self.params, self.apply))
+
 
 @dataclass(frozen=True)
 class _Entry:
@@ -160,4 +164,31 @@ register(
     "face_parser",
     "gancomp_jax.nets.bisenet:load_bisenet",
     description="alias of 'bisenet'",
+)
+register(
+    "clip_rn50",
+    "gancomp_jax.nets.clip_resnet:load_clip_rn50",
+    description="CLIP ResNet-50 image encoder (OpenAI RN50.pt TorchScript, or open_clip/timm "
+    "resnet50_clip.openai safetensors): embedding [N,1024]",
+)
+register(
+    "dino_rn50",
+    "gancomp_jax.nets.resnet:load_dino_rn50",
+    description="DINO ResNet-50 (dino_resnet50_pretrain.pth, torchvision layout): pooled [N,2048]",
+)
+register(
+    "clip_vit",
+    "gancomp_jax.nets.vit:load_clip_vit",
+    description="CLIP ViT B/32, B/16, L/14 image encoder with projection (Hugging Face CLIP dir): "
+    "embedding [N,projection_dim]",
+)
+register(
+    "dino_vit",
+    "gancomp_jax.nets.vit:load_dino_vit",
+    description="DINO ViT-S/16, B/16 (Hugging Face ViT dir, facebook/dino-vit*): CLS [N,hidden]",
+)
+register(
+    "dinov2",
+    "gancomp_jax.nets.vit:load_dinov2",
+    description="DINOv2 ViT-S/B/L/14 (Hugging Face Dinov2 dir, facebook/dinov2-*): CLS [N,hidden]",
 )
