@@ -29,12 +29,28 @@ def latents_for_seeds(seeds: list[int], z_dim: int) -> np.ndarray:
 
 def _validate(config) -> None:
     if not config.checkpoint:
-        raise ValueError("config.checkpoint is required: a model directory "
-                         "(from tools/convert_pt_weights.py, init_model or training)")
+        raise ValueError("config.checkpoint is required: a model directory (from tools/convert_pt_weights.py, "
+                         "init_model, prune or training), an NVlabs .pkl, a rosinality .pt, or a training run "
+                         "directory / its checkpoints/<step> folder")
     if config.noise_mode not in NOISE_MODES:
         raise ValueError(f"config.noise_mode must be one of {NOISE_MODES}, got {config.noise_mode!r}")
     if config.batch_size < 1:
         raise ValueError(f"config.batch_size must be >= 1, got {config.batch_size}")
+
+
+def load_generator_source(path: str, network: str = "auto") -> dict[str, checkpoints.Network]:
+    """The networks to sample from: a model directory, a ``.pkl``/``.pt`` file, or a training run.
+
+    A training run directory (with ``checkpoints/``) or one of its ``checkpoints/<step>`` folders
+    gives that run's networks at that step (the latest verified step for a run directory).
+    """
+    names = None if network == "auto" else [network]
+    run = Path(path)
+    if run.is_dir() and ((run / "checkpoints").is_dir() or run.parent.name == "checkpoints"):
+        from gancomp_jax.train.run_models import load_run_networks  # a training run, not a model dir
+
+        return load_run_networks(run, names)
+    return checkpoints.load_any(path, names)
 
 
 def make_generate_fn(G: Generator, truncation_psi: float, truncation_cutoff: int | None, noise_mode: str):
@@ -50,11 +66,14 @@ def make_generate_fn(G: Generator, truncation_psi: float, truncation_cutoff: int
 def run(config, workdir: str) -> list[Path]:
     _validate(config)
     seeds = parse_seeds(config.seeds)
-    networks = checkpoints.load_any(config.checkpoint,
-                                      None if config.network == "auto" else [config.network])
-    name, net = checkpoints.pick_generator(networks)
+    networks = load_generator_source(config.checkpoint, config.network)
+    if config.network == "auto":
+        name, net = checkpoints.pick_generator(networks)
+    else:
+        name, net = config.network, networks[config.network]
     if net.kind != "generator":
-        raise ValueError(f"network {name!r} in {config.checkpoint} is a {net.kind}, not a generator")
+        raise ValueError(f"config.network={name!r} in {config.checkpoint} is a {net.kind}; generation needs "
+                         f"a generator (e.g. 'G_ema' or 'G', or 'auto')")
     gcfg = net.config
     if config.force_fp32:
         gcfg = gcfg.replace(num_mixed_res=0)
@@ -65,7 +84,8 @@ def run(config, workdir: str) -> list[Path]:
         c = np.zeros((len(seeds), gcfg.c_dim), np.float32)
         c[:, config.class_idx] = 1
     elif config.class_idx >= 0:
-        logging.warning("class_idx=%d ignored: the generator is unconditional", config.class_idx)
+        raise ValueError(f"config.class_idx={config.class_idx} was given but the generator in "
+                         f"{config.checkpoint} is unconditional (c_dim=0); leave class_idx at -1")
     cutoff = config.truncation_cutoff if config.truncation_cutoff is not None and config.truncation_cutoff >= 0 else None
 
     out = Path(workdir)

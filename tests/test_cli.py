@@ -1,0 +1,88 @@
+"""The command line as a new user meets it: --help, --print_config, one `error:` line per mistake."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gancomp_jax.main import run_job
+from test_generate import load_config, model_dir  # noqa: F401  (module-scoped tiny16 model fixture)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "gancomp_jax.main", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def one_error_line(r) -> str:
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    return lines[0]
+
+
+def test_help_lists_jobs_experiments_and_how_to_see_keys():
+    r = cli("--help")
+    assert r.returncode == 0, r.stderr
+    for word in ("generate", "train", "quickstart", "prune", "experiments/generate.py",
+                 "experiments/quickstart.py", "--print_config"):
+        assert word in r.stdout, word
+    assert "Traceback" not in r.stderr
+
+
+def test_print_config_shows_keys_and_overrides():
+    r = cli("--config", "experiments/generate.py", "--print_config", "--config.seeds=3-4")
+    assert r.returncode == 0, r.stderr
+    assert '"seeds": "3-4"' in r.stdout and '"truncation_psi"' in r.stdout
+
+
+def test_missing_config_file_is_one_line(tmp_path):
+    line = one_error_line(cli("--config", "experiments/nope.py", "--workdir", str(tmp_path / "o")))
+    assert "experiments/nope.py" in line and "does not exist" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_mistyped_key_suggests_the_right_one(tmp_path):
+    line = one_error_line(cli("--config", "experiments/generate.py", "--workdir", str(tmp_path / "o"),
+                              "--config.truncaton_psi=0.5"))
+    assert line == "error: unknown config key 'truncaton_psi' (did you mean 'truncation_psi'?)"
+    line = one_error_line(cli("--config", "experiments/train_stylegan2.py", "--workdir", str(tmp_path / "o"),
+                              "--config.model.presett=x"))
+    assert line == "error: unknown config key 'model.presett' (did you mean 'model.preset'?)"
+
+
+def test_bad_value_names_the_key(tmp_path):
+    line = one_error_line(cli("--config", "experiments/train_stylegan2.py", "--workdir", str(tmp_path / "o"),
+                              "--config.total_kimg=abc"))
+    assert "'total_kimg'" in line and "'abc'" in line
+
+
+def generate_cfg(model, **kw):
+    cfg = load_config("generate")
+    cfg.checkpoint = str(model)
+    for k, v in kw.items():
+        cfg[k] = v
+    return cfg
+
+
+def test_class_idx_on_unconditional_model_is_an_error(model_dir, tmp_path):  # noqa: F811
+    with pytest.raises(ValueError, match="class_idx=3 was given but the generator .* is unconditional"):
+        run_job(generate_cfg(model_dir, class_idx=3), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()  # a job failing on its inputs leaves no run directory
+
+
+def test_generating_from_a_discriminator_is_an_error(model_dir, tmp_path):  # noqa: F811
+    with pytest.raises(ValueError, match="network='D' .* is a discriminator; generation needs a generator"):
+        run_job(generate_cfg(model_dir, network="D"), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_workdir_is_kept_when_a_job_fails(model_dir, tmp_path):  # noqa: F811
+    out = tmp_path / "mine"
+    out.mkdir()
+    with pytest.raises(ValueError):
+        run_job(generate_cfg(model_dir, class_idx=3), str(out))
+    assert out.is_dir()
