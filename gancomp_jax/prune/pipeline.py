@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from gancomp_jax.checkpoints import Network, init_network, pick_generator
+from gancomp_jax.checkpoints import KINDS, Network, pick_generator
 from gancomp_jax.models.config import DiscriminatorConfig, GeneratorConfig, block_resolutions
 from gancomp_jax.prune import criteria as crit
 from gancomp_jax.prune.masks import get_mask_fn
@@ -111,6 +111,19 @@ def discriminator_from_generator(cfg: GeneratorConfig) -> DiscriminatorConfig:
     width = {res: cfg.channels[names.index(f"b{res}.conv1")] for res in block_resolutions(cfg.img_resolution)}
     return DiscriminatorConfig(img_resolution=cfg.img_resolution, c_dim=cfg.c_dim, img_channels=cfg.img_channels,
                                channels=tuple(width[r] for r in sorted(width, reverse=True)))
+
+
+def init_network(kind: str, config, key: jax.Array) -> Network:
+    """A freshly initialised network (NVlabs initialisation), initialised under one ``jax.jit``."""
+    module = KINDS[kind][1](config)
+    c = jax.numpy.zeros((1, config.c_dim)) if config.c_dim else None
+    if kind == "generator":
+        x = jax.numpy.zeros((1, config.z_dim))
+        init = jax.jit(lambda k: module.init({"params": k}, x, c, noise_mode="const"))
+    else:
+        x = jax.numpy.zeros((1, config.img_resolution, config.img_resolution, config.img_channels))
+        init = jax.jit(lambda k: module.init({"params": k}, x, c))
+    return Network(kind, config, jax.tree.map(np.asarray, dict(init(key))))
 
 
 def teacher_sha256(path: str | os.PathLike) -> str:
