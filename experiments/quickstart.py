@@ -1,23 +1,28 @@
-"""Quickstart: train a small StyleGAN2 teacher on the embedded digits dataset (CPU, ~11 min).
+"""Quickstart: compress a digits StyleGAN2 teacher end to end — prune, distil, evaluate (CPU).
 
     python -m gancomp_jax.main --config experiments/quickstart.py --workdir runs/quickstart
 
-Writes runs/quickstart/teacher_grid.png (samples of the trained teacher), the teacher model in
-runs/quickstart/train_teacher/model, and TensorBoard logs in runs/quickstart/train_teacher/tb.
-Stages run in order (``config.stages``); later issues add prune → distil → evaluate. Re-running
-resumes. Every teacher setting can be overridden, e.g. ``--config.teacher.total_kimg=10``.
+Starts from the small teacher shipped with the package (trained on the embedded digits by the
+``train_teacher`` stage; add that stage to ``config.stages`` to retrain it, ~10 min), prunes it
+70 % with the content-aware criterion, distils the pruned student, and writes a report. Each stage
+works in runs/quickstart/<stage>/; re-running resumes, and a finished stage whose settings
+changed is refused with the changed keys. Any setting can be overridden, e.g.
+``--config.prune.ratio=0.5`` or ``--config.teacher.total_kimg=10``.
 """
 
 import ml_collections
 
+from gancomp_jax.jobs.prune import default_config as prune_config
 from gancomp_jax.train.config import default_train_config
 
 
 def get_config():
     config = ml_collections.ConfigDict()
     config.job = "quickstart"
-    config.stages = "train_teacher"
+    config.stages = "prune"
+    config.teacher_model = ""        # '': the shipped digits teacher (gancomp_jax/assets/digits_teacher)
 
+    # train_teacher (optional): how the shipped teacher was made.
     t = default_train_config()
     # small32: 32x32, widths 64 (4-16 px) and 32 (32 px), 2 mapping layers, z/w 64, batch 16,
     # lr 0.0025, R1 gamma 1, no path-length regularisation or style mixing (like NVlabs' cifar).
@@ -29,4 +34,14 @@ def get_config():
     t.sample_every_steps = 500
     t.grid_rows, t.grid_cols = 4, 8
     config.teacher = t
+
+    # prune: content-aware (CAGC), no content mask (digits have no faces), 70 % of channels removed.
+    p = prune_config()
+    p.criterion = "content_aware"
+    p.mask = "none"
+    p.ratio = 0.7
+    p.n_sample = 64
+    p.batch_size = 16
+    p.grid_seeds = "0-7"
+    config.prune = p
     return config
