@@ -183,3 +183,16 @@ def test_cli_bad_ratio_is_one_error_line(tmp_path, teacher_dir):
                        env=env, capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: pruning ratio must be in [0, 1)")
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_face_parser_mask_with_random_bisenet(teacher_dir, tmp_path):
+    """mask='face_parser' runs the Flax BiSeNet (random weights, converted-directory layout)."""
+    from gancomp_jax.nets import bisenet
+    from gancomp_jax.nets.weights import save_converted
+    variables = jax.jit(bisenet.BiSeNet().init)(jax.random.key(0), jax.numpy.zeros((1, 64, 64, 3)))
+    weights = save_converted(tmp_path / "bisenet", "bisenet", variables, {"preprocess": "imagenet512"})
+    res = prune_job.run(config(teacher_dir, ratio=0.5, mask="face_parser", mask_weights=str(weights),
+                               n_sample=2, batch_size=2), str(tmp_path / "o"))
+    meta = json.loads((Path(res["model"]) / "model.json").read_text())["metadata"]["pruning"]
+    assert meta["scoring"]["mask"] == "face_parser" and meta["student_channels"][0] == 16
