@@ -113,12 +113,66 @@ def test_existing_out_dir_is_left_alone(cli, capsys, tmp_path, g_only):
     before = sorted(p.name for p in tmp_path.iterdir())
     code, _, err = run_cli(cli, capsys, g_only[0], out)
     assert_one_error(code, err, str(out), "already exists", "--overwrite")
+    # --overwrite replaces only a model directory of ours: foreign files stay untouched
+    code, _, err = run_cli(cli, capsys, g_only[0], out, "--overwrite")
+    assert_one_error(code, err, str(out), "only replaces a model directory", "keep.txt", "nothing was changed")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
+
+
+def test_overwrite_replaces_a_previous_output(cli, capsys, tmp_path, g_only):
+    out = tmp_path / "model"
+    code, stdout, _ = run_cli(cli, capsys, g_only[0], out)
+    assert code == 0 and "wrote    :" in stdout
+    before = sorted(p.name for p in tmp_path.iterdir())
     code, stdout, _ = run_cli(cli, capsys, g_only[0], out, "--overwrite")
     assert code == 0 and "wrote    :" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["model.json", "variables"]
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no temporary leftovers
+    # an output folder that gained a foreign file is no longer replaced
+    (out / "notes.txt").write_text("mine")
+    code, _, err = run_cli(cli, capsys, g_only[0], out, "--overwrite")
+    assert_one_error(code, err, "notes.txt")
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("layout", ["out_is_src_dir", "out_is_src_parent", "out_is_src"])
+def test_overwrite_never_touches_the_source(cli, capsys, tmp_path, g_only, layout):
+    """Issue 8.1: `convert SRC_DIR/x.pkl SRC_DIR --overwrite` used to delete SRC_DIR with the source."""
+    src_dir = tmp_path / "downloads" / "weights"
+    src_dir.mkdir(parents=True)
+    src = src_dir / "x.pkl"
+    src.write_bytes(g_only[0].read_bytes())
+    (src_dir / "other.txt").write_text("keep")
+    out = {"out_is_src_dir": src_dir, "out_is_src_parent": src_dir.parent, "out_is_src": src}[layout]
+    snapshot = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code, _, err = run_cli(cli, capsys, src, out, "--overwrite")
+    assert_one_error(code, err, "must not be or contain the source file")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == snapshot
+
+
+def test_overwrite_refuses_files_and_links(cli, capsys, tmp_path, g_only):
+    target = tmp_path / "model.bin"
+    target.write_text("not a model")
+    code, _, err = run_cli(cli, capsys, g_only[0], target, "--overwrite")
+    assert_one_error(code, err, "not a directory")
+    assert target.read_text() == "not a model"
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    code, _, err = run_cli(cli, capsys, g_only[0], link, "--overwrite")
+    assert_one_error(code, err, "symbolic link")
+    assert link.is_symlink() and real.is_dir()
+
+
+def test_max_alloc_flag(cli, capsys, tmp_path, g_only):
+    code, _, err = run_cli(cli, capsys, g_only[0], tmp_path / "out", "--max-alloc", "64K")
+    assert_one_error(code, err, str(g_only[0]), "memory limit of 64.0 KiB", "--max-alloc")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit):
+        cli.parse_args([str(g_only[0]), str(tmp_path / "out"), "--max-alloc", "lots"])
+    assert cli.parse_size("8G") == 8 << 30 and cli.parse_size("512MiB") == 512 << 20 and cli.parse_size("100") == 100
 
 
 def test_cli_process_error_has_no_traceback(tmp_path):

@@ -16,6 +16,7 @@ files by ``torch.load(weights_only=True)`` when torch is installed, else by the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -87,11 +88,11 @@ def _no_networks(e: Exception) -> bool:
     return isinstance(e, CheckpointFormatError) and "networks found" in str(e)
 
 
-def _load(path: Path, reader: str) -> tuple[str, Any]:
+def _load(path: Path, reader: str, max_alloc: int | None = None) -> tuple[str, Any]:
     """``('nvlabs-pkl', {key: NetworkRecord})`` or ``('rosinality-pt', load_rosinality_pt(...))``."""
     container = detect_container(path)
-    loaders = [("nvlabs-pkl", load_nvlabs_pkl),
-               ("rosinality-pt", lambda p: load_rosinality_pt(p, reader=reader))]
+    loaders = [("nvlabs-pkl", lambda p: load_nvlabs_pkl(p, max_alloc=max_alloc)),
+               ("rosinality-pt", lambda p: load_rosinality_pt(p, reader=reader, max_alloc=max_alloc))]
     if container != "pickle":  # torch.save files are rosinality's; plain pickles NVlabs'
         loaders.reverse()
     first_error = None
@@ -104,6 +105,21 @@ def _load(path: Path, reader: str) -> tuple[str, Any]:
             first_error = first_error or e
     detail = str(first_error).removeprefix(f"{path}: ")
     raise UnrecognizedFileError(f"{path} {_NEITHER}: {detail}")
+
+
+@contextlib.contextmanager
+def _malformed(path: Path, name: str):
+    """Turns an unexpected failure on values from the file into one UnsupportedNetworkError.
+
+    The converters check what they read; this is the net under those checks, for values of a
+    type nobody foresaw (a hostile or damaged file must give one error line, never a traceback).
+    """
+    try:
+        yield
+    except (TypeError, AttributeError, KeyError, IndexError, OverflowError, RecursionError, MemoryError) as e:
+        detail = " ".join(str(e).split())[:200]
+        raise UnsupportedNetworkError(f"{path}: network '{name}': malformed values in the file "
+                                      f"({type(e).__name__}: {detail})") from None
 
 
 def _requested(which: str | Iterable[str] | None, present: list[str], found: str, path: Path) -> list[str]:
@@ -141,7 +157,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def import_torch(path: str | os.PathLike, which: str | Iterable[str] | None = None,
-                 reader: str = "auto") -> ImportResult:
+                 reader: str = "auto", max_alloc: int | None = None) -> ImportResult:
     """Reads and converts the networks of an NVlabs ``.pkl`` or rosinality ``.pt`` file.
 
     Args:
@@ -152,11 +168,13 @@ def import_torch(path: str | os.PathLike, which: str | Iterable[str] | None = No
         when torch is installed, else the built-in reader), 'torch' or 'builtin'; see
         :mod:`gancomp_jax.io.rosinality_pt`. NVlabs pickles always use the built-in reader
         (``weights_only`` cannot load them).
+      max_alloc: the most bytes reading the file may allocate (default: max(256 MiB, 4 x the
+        file size)); a file that asks for more is refused before anything is allocated.
 
     Returns:
       ImportResult: ``{name: checkpoints.Network}`` with ``.metadata`` = ``{'source': {path,
       format, reader, sha256, size_bytes}, 'file_networks', 'networks': {name: facts}, 'warnings',
-      'load_seconds', 'convert_seconds'}``.
+      'load_seconds', 'imports_seconds', 'convert_seconds'}``.
 
     Raises:
       UnrecognizedFileError: not a readable checkpoint of either format (empty, random bytes,
@@ -165,9 +183,6 @@ def import_torch(path: str | os.PathLike, which: str | Iterable[str] | None = No
         tensors/kwargs this model cannot represent.
       NetworkNotFoundError: a requested network is not in the file (the message lists those that are).
     """
-    from gancomp_jax.convert.nvlabs import convert_nvlabs_record
-    from gancomp_jax.convert.rosinality import convert_rosinality
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
@@ -176,15 +191,22 @@ def import_torch(path: str | os.PathLike, which: str | Iterable[str] | None = No
     t0 = time.perf_counter()
     if reader not in READERS:
         raise ConversionError(f"unknown reader {reader!r}: choose from {', '.join(READERS)}")
-    fmt, data = _load(path, reader)
+    fmt, data = _load(path, reader, max_alloc)
     t1 = time.perf_counter()
+    # the converters import JAX: only once the file has been read (bad files fail fast)
+    from gancomp_jax.convert.nvlabs import convert_nvlabs_record
+    from gancomp_jax.convert.rosinality import convert_rosinality
+
+    t_imports = time.perf_counter()
+
     converted: dict[str, Converted] = {}
     source_keys: dict[str, str] = {}
     if fmt == "nvlabs-pkl":
         present = [n for n in NETWORK_NAMES if n in data]
         names = _requested(which, present, ", ".join(data), path)
         for name in names:
-            converted[name] = convert_nvlabs_record(data[name], name, str(path))
+            with _malformed(path, name):
+                converted[name] = convert_nvlabs_record(data[name], name, str(path))
             source_keys[name] = name
     else:
         present = [n for n in NETWORK_NAMES if data.get(ROSINALITY_KEYS[n]) is not None]
@@ -192,8 +214,9 @@ def import_torch(path: str | os.PathLike, which: str | Iterable[str] | None = No
         names = _requested(which, present, found, path)
         for name in names:
             kind = "discriminator" if name == "D" else "generator"
-            converted[name] = convert_rosinality(data[ROSINALITY_KEYS[name]], kind, name, str(path),
-                                                 latent_avg=data["latent_avg"], args=data.get("args"))
+            with _malformed(path, name):
+                converted[name] = convert_rosinality(data[ROSINALITY_KEYS[name]], kind, name, str(path),
+                                                     latent_avg=data["latent_avg"], args=data.get("args"))
             source_keys[name] = ROSINALITY_KEYS[name]
         if "G" in names and data["latent_avg"] is not None:
             converted["G"].warnings.append(
@@ -208,7 +231,8 @@ def import_torch(path: str | os.PathLike, which: str | Iterable[str] | None = No
         "networks": {n: dict(c.facts, source_key=source_keys[n]) for n, c in converted.items()},
         "warnings": warnings,
         "load_seconds": round(t1 - t0, 3),
-        "convert_seconds": round(t2 - t1, 3),
+        "imports_seconds": round(t_imports - t1, 3),
+        "convert_seconds": round(t2 - t_imports, 3),
     }
     if fmt == "nvlabs-pkl":
         extra = next(iter(data.values())).extra

@@ -29,6 +29,7 @@ from gancomp_jax.convert.errors import UnsupportedNetworkError
 from gancomp_jax.convert.shapes import (DiscriminatorShapes, GeneratorShapes, discriminator_shapes,
                                         generator_shapes)
 from gancomp_jax.io.nvlabs_pkl import NetworkRecord
+from gancomp_jax.io.torch_pickle import describe
 from gancomp_jax.models import DiscriminatorConfig, GeneratorConfig
 from gancomp_jax.models.config import generator_layer_channels, nvlabs_channels
 
@@ -49,12 +50,41 @@ _FILTER = [1, 3, 3, 1]
 
 
 class _Kwargs:
-    """One level of constructor kwargs; remembers which keys were read."""
+    """One level of constructor kwargs; remembers which keys were read.
 
-    def __init__(self, values: Any, scope: str):
-        self.values = dict(values) if isinstance(values, Mapping) else {}
+    Values come from the file, so the typed getters (:meth:`sub`, :meth:`number`) check them.
+    """
+
+    def __init__(self, values: Any, scope: str, where: str):
+        if values is not None and not isinstance(values, Mapping):
+            raise UnsupportedNetworkError(
+                f"{where}: init_kwargs {scope.rstrip('.') or 'of the network'} should be a dict, "
+                f"got {describe(values)}")
+        self.values = dict(values or {})
         self.scope = scope
+        self.where = where
         self.read: set[str] = set()
+
+    def sub(self, key: str) -> "_Kwargs":
+        """The nested kwargs dict ``key`` (e.g. ``mapping_kwargs``); absent or None: empty."""
+        return _Kwargs(self.get(key), f"{self.scope}{key}.", self.where)
+
+    def number(self, key: str, default: Any, kind: type = float, allow_none: bool = False) -> Any:
+        """``key`` as an int or float (``kind``); None only where ``allow_none``."""
+        value = self.get(key, default)
+        if value is None and allow_none:
+            return None
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        if ok and kind is int:
+            ok = float(value).is_integer() and abs(value) < 2 ** 31
+        elif ok:
+            ok = bool(np.isfinite(value))
+        if not ok:
+            what = "an integer" if kind is int else "a finite number"
+            raise UnsupportedNetworkError(
+                f"{self.where}: init_kwargs {self.scope}{key}={describe(value)} should be {what}"
+                + (" or None" if allow_none else ""))
+        return kind(value)
 
     def has(self, key: str) -> bool:
         return key in self.values
@@ -83,9 +113,9 @@ class _Reconciler:
         resolve = lambda v: none_means if v is None and none_means is not None else v  # noqa: E731
         if kw.has(key):
             stated = kw.get(key)
-            if resolve(stated) != from_shapes:
+            if not _same(resolve(stated), from_shapes):
                 raise UnsupportedNetworkError(
-                    f"{self.where}: init_kwargs say {kw.scope}{key}={stated!r} but the tensors show "
+                    f"{self.where}: init_kwargs say {kw.scope}{key}={describe(stated)} but the tensors show "
                     f"{from_shapes!r}; the file is inconsistent")
         elif default is not _MISSING and resolve(default) != from_shapes:
             self.warnings.append(
@@ -93,9 +123,9 @@ class _Reconciler:
                 f"with the tensors ({from_shapes!r}), using the tensors")
 
     def require(self, kw: _Kwargs, key: str, allowed: Any, what: str) -> None:
-        if kw.has(key) and kw.get(key) != allowed:
+        if kw.has(key) and not _same(kw.get(key), allowed):
             raise UnsupportedNetworkError(
-                f"{self.where}: {kw.scope}{key}={kw.get(key)!r} is not supported ({what})")
+                f"{self.where}: {kw.scope}{key}={describe(kw.get(key))} is not supported ({what})")
 
     def unknown(self, *levels: _Kwargs) -> None:
         extra = [k for kw in levels for k in kw.unread()]
@@ -103,20 +133,37 @@ class _Reconciler:
             self.warnings.append(f"{self.where}: ignored unrecognised init_kwargs {extra}")
 
 
-def _named_kwargs(record: NetworkRecord, names: tuple[str, ...]) -> dict[str, Any]:
+def _same(a: Any, b: Any) -> bool:
+    """``a == b`` for values from a file (arrays or odd types compare as different, never raise)."""
+    numbers = (int, float, np.number)
+    if type(a) is not type(b) and not (isinstance(a, numbers) and isinstance(b, numbers)):
+        return False
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - e.g. an array's ambiguous truth value
+        return False
+
+
+def _named_kwargs(record: NetworkRecord, names: tuple[str, ...], where: str) -> dict[str, Any]:
+    if not isinstance(record.init_kwargs, Mapping) or not isinstance(record.init_args, (tuple, list)):
+        raise UnsupportedNetworkError(f"{where}: init_kwargs should be a dict and init_args a tuple, got "
+                                      f"{describe(record.init_kwargs)} and {describe(record.init_args)}")
     kwargs = dict(zip(names, record.init_args))
-    kwargs.update(record.init_kwargs or {})
+    kwargs.update(record.init_kwargs)
     return kwargs
 
 
 def _check_filter(rec: _Reconciler, kw: _Kwargs) -> None:
-    if kw.has("resample_filter") and [float(t) for t in np.ravel(kw.get("resample_filter"))] != _FILTER:
+    if not kw.has("resample_filter"):
+        return
+    value = kw.get("resample_filter")
+    try:
+        taps = [float(t) for t in np.ravel(np.asarray(value, dtype=np.float64))]
+    except (TypeError, ValueError):
+        taps = None
+    if taps != _FILTER:
         raise UnsupportedNetworkError(
-            f"{rec.where}: {kw.scope}resample_filter={kw.get('resample_filter')!r}; only [1, 3, 3, 1] is supported")
-
-
-def _clamp(value: Any) -> float | None:
-    return None if value is None else float(value)
+            f"{rec.where}: {kw.scope}resample_filter={describe(value)}; only [1, 3, 3, 1] is supported")
 
 
 def _kind(record: NetworkRecord, where: str) -> str:
@@ -132,13 +179,13 @@ def generator_config(record: NetworkRecord, where: str) -> tuple[GeneratorConfig
     """The generator description of ``record`` plus facts and warnings (see module docstring)."""
     s: GeneratorShapes = generator_shapes(record.state_dict, where)
     rec = _Reconciler(where)
-    named = _named_kwargs(record, _G_ARGS)
-    top = _Kwargs({k: v for k, v in named.items() if k in _G_ARGS}, "")
+    named = _named_kwargs(record, _G_ARGS, where)
+    top = _Kwargs({k: v for k, v in named.items() if k in _G_ARGS}, "", where)
     # stylegan3-repo's networks_stylegan2.Generator takes **synthesis_kwargs at the top level.
     synth_values = {k: v for k, v in named.items() if k not in _G_ARGS}
-    synth_values.update(top.get("synthesis_kwargs") or {})
-    synth = _Kwargs(synth_values, "synthesis_kwargs.")
-    mapping = _Kwargs(top.get("mapping_kwargs") or {}, "mapping_kwargs.")
+    synth_values.update(top.sub("synthesis_kwargs").values)
+    synth = _Kwargs(synth_values, "synthesis_kwargs.", where)
+    mapping = top.sub("mapping_kwargs")
 
     for key in ("z_dim", "w_dim", "c_dim", "img_resolution", "img_channels"):
         rec.agree(top, key, getattr(s, key))
@@ -148,21 +195,24 @@ def generator_config(record: NetworkRecord, where: str) -> tuple[GeneratorConfig
     if s.c_dim:
         rec.agree(mapping, "embed_features", s.mapping.embed_features, default=None, none_means=s.w_dim)
     rec.require(mapping, "activation", "lrelu", "the mapping uses leaky ReLU")
-    lr = float(mapping.get("lr_multiplier", 0.01))
-    beta = mapping.get("w_avg_beta", 0.995)
+    lr = mapping.number("lr_multiplier", 0.01)
+    beta = mapping.number("w_avg_beta", 0.995, allow_none=True)
     if beta is None:
         rec.warnings.append(f"{where}: mapping_kwargs.w_avg_beta=None (no w_avg tracked); using 0.995")
         beta = 0.995
 
     architecture = s.architecture or synth.get("architecture", "skip")
+    if architecture not in ("orig", "skip", "resnet"):
+        raise UnsupportedNetworkError(f"{where}: synthesis_kwargs.architecture={describe(architecture)} is not "
+                                      "one of 'orig', 'skip', 'resnet'")
     rec.agree(synth, "architecture", architecture, default="skip")
     rec.require(synth, "use_noise", True, "every synthesis layer has noise inputs")
     rec.require(synth, "activation", "lrelu", "synthesis layers use leaky ReLU")
     rec.require(synth, "kernel_size", 3, "synthesis convs are 3x3")
     _check_filter(rec, synth)
-    base, cmax = int(synth.get("channel_base", 32768)), int(synth.get("channel_max", 512))
-    clamp = _clamp(synth.get("conv_clamp", None))
-    fp16 = int(synth.get("num_fp16_res", 0) or 0)
+    base, cmax = synth.number("channel_base", 32768, int), synth.number("channel_max", 512, int)
+    clamp = synth.number("conv_clamp", None, allow_none=True)
+    fp16 = synth.number("num_fp16_res", 0, int, allow_none=True) or 0
     rec.unknown(top, synth, mapping)
 
     if not s.has_w_avg:
@@ -184,16 +234,16 @@ def discriminator_config(record: NetworkRecord, where: str) -> tuple[Discriminat
     """The discriminator description of ``record`` plus facts and warnings."""
     s: DiscriminatorShapes = discriminator_shapes(record.state_dict, where)
     rec = _Reconciler(where)
-    top = _Kwargs(_named_kwargs(record, _D_ARGS), "")
-    block = _Kwargs(top.get("block_kwargs") or {}, "block_kwargs.")
-    mapping = _Kwargs(top.get("mapping_kwargs") or {}, "mapping_kwargs.")
-    epilogue = _Kwargs(top.get("epilogue_kwargs") or {}, "epilogue_kwargs.")
+    top = _Kwargs(_named_kwargs(record, _D_ARGS, where), "", where)
+    block = top.sub("block_kwargs")
+    mapping = top.sub("mapping_kwargs")
+    epilogue = top.sub("epilogue_kwargs")
 
     for key in ("c_dim", "img_resolution", "img_channels"):
         rec.agree(top, key, getattr(s, key))
     rec.agree(top, "architecture", s.architecture, default="resnet")
     rec.agree(epilogue, "mbstd_num_channels", s.mbstd_num_channels, default=1)
-    group = epilogue.get("mbstd_group_size", 4)
+    group = epilogue.number("mbstd_group_size", 4, int, allow_none=True)
     for kw in (block, epilogue):
         rec.require(kw, "activation", "lrelu", "discriminator layers use leaky ReLU")
     _check_filter(rec, block)
@@ -214,16 +264,16 @@ def discriminator_config(record: NetworkRecord, where: str) -> tuple[Discriminat
         mapping_layers = m.num_layers
     else:
         top.read.add("cmap_dim")
-        mapping_layers = int(mapping.get("num_layers", 8))
-    base, cmax = int(top.get("channel_base", 32768)), int(top.get("channel_max", 512))
-    clamp = _clamp(top.get("conv_clamp", None))
-    fp16 = int(top.get("num_fp16_res", 0) or 0)
+        mapping_layers = mapping.number("num_layers", 8, int)
+    base, cmax = top.number("channel_base", 32768, int), top.number("channel_max", 512, int)
+    clamp = top.number("conv_clamp", None, allow_none=True)
+    fp16 = top.number("num_fp16_res", 0, int, allow_none=True) or 0
     rec.unknown(top, block, mapping, epilogue)
 
     config = DiscriminatorConfig(
         img_resolution=s.img_resolution, channels=s.channels, c_dim=s.c_dim, img_channels=s.img_channels,
         cmap_dim=cmap_dim, mapping_layers=mapping_layers, architecture=s.architecture, conv_clamp=clamp,
-        mbstd_group_size=None if group is None else int(group), mbstd_num_channels=s.mbstd_num_channels,
+        mbstd_group_size=group, mbstd_num_channels=s.mbstd_num_channels,
         num_mixed_res=0)
     per_res = nvlabs_channels(s.img_resolution, base, cmax)
     facts = dict(channel_base=base, channel_max=cmax, num_fp16_res=fp16,

@@ -33,7 +33,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .torch_pickle import CheckpointFormatError, ReadOnlyType, Refused, load_torch_file
+from .torch_pickle import (CheckpointFormatError, ReadOnlyType, Refused, charge_allocation, describe,
+                           describe_keys, load_torch_file)
 
 __all__ = [
     "NETWORK_KEYS",
@@ -49,7 +50,13 @@ NETWORK_KEYS = ("G", "D", "G_ema")
 
 
 class EasyDict(dict, metaclass=ReadOnlyType):
-    """Stand-in for ``dnnlib.EasyDict``: a dict with attribute access."""
+    """Stand-in for ``dnnlib.EasyDict``: a dict with attribute access.
+
+    No instance ``__dict__`` (``dnnlib.EasyDict`` keeps its attributes as items),
+    so a pickle's BUILD cannot hide dict methods behind instance attributes.
+    """
+
+    __slots__ = ()
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -58,14 +65,20 @@ class EasyDict(dict, metaclass=ReadOnlyType):
             raise AttributeError(name) from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PersistentStub:
-    """What ``_reconstruct_persistent_obj(meta)`` gives here: the state, never the class."""
+    """What ``_reconstruct_persistent_obj(meta)`` gives here: the state, never the class.
+
+    Frozen with slots: a pickle's BUILD opcode cannot change it.
+    """
 
     class_name: str
     state: dict[str, Any]
     module_src_sha256: str
     version: int
+
+    def __setstate__(self, state: Any) -> None:  # a pickle's BUILD opcode; dataclass would allow it
+        raise ValueError("a persistent object's metadata cannot be changed after it is made")
 
 
 def _reconstruct_persistent_obj(meta: Any) -> PersistentStub:
@@ -78,8 +91,13 @@ def _reconstruct_persistent_obj(meta: Any) -> PersistentStub:
         raise ValueError("persistent object metadata lacks class_name/module_src strings")
     if not isinstance(state, dict):
         raise ValueError(f"persistent object {class_name!r} has no state dict")
+    if len(class_name) > 200:
+        raise ValueError(f"persistent object class name {describe(class_name)} is too long")
+    version = meta.get("version", -1)
+    if type(version) is not int:
+        raise ValueError(f"persistent object {class_name!r} has a non-integer version {describe(version)}")
     digest = hashlib.sha256(module_src.encode("utf-8", "surrogatepass")).hexdigest()
-    return PersistentStub(class_name, state, digest, meta.get("version", -1))
+    return PersistentStub(class_name, state, digest, version)
 
 
 class TorchModuleStub(metaclass=ReadOnlyType):
@@ -91,6 +109,7 @@ class TorchModuleStub(metaclass=ReadOnlyType):
     def __setstate__(self, state: Any) -> None:
         if not isinstance(state, dict):
             raise ValueError(f"{self.class_name} state must be a dict")
+        charge_allocation(64 * len(state), f"{self.class_name} state")
         self.state = dict(state)
 
 
@@ -138,7 +157,12 @@ class NetworkRecord:
 
 
 def _to_plain(value: Any) -> Any:
-    """EasyDicts/OrderedDicts -> dicts, recursively; stubs -> their class name."""
+    """EasyDicts/OrderedDicts -> dicts, recursively; stubs -> their class name.
+
+    The loader has refused self-referential and too deeply nested values.
+    """
+    if isinstance(value, dict):
+        return {key: _to_plain(item) for key, item in dict.items(value)}
     if isinstance(value, AbcMapping):
         return {key: _to_plain(item) for key, item in value.items()}
     if isinstance(value, list):
@@ -154,6 +178,15 @@ def _module_state(module: Any, where: str) -> tuple[str, dict[str, Any]]:
     if isinstance(module, (PersistentStub, TorchModuleStub)) and isinstance(module.state, dict):
         state = module.state
         if all(isinstance(state.get(k), dict) for k in ("_parameters", "_buffers", "_modules")):
+            for k in ("_parameters", "_buffers", "_modules"):
+                bad = [name for name in state[k] if not isinstance(name, str)]
+                if bad:
+                    raise CheckpointFormatError(f"{where}: {k} has a non-string name {describe(bad[0])}")
+            skip = state.get("_non_persistent_buffers_set") or ()
+            if not isinstance(skip, (set, frozenset, list, tuple)) or not all(isinstance(s, str) for s in skip):
+                raise CheckpointFormatError(
+                    f"{where}: _non_persistent_buffers_set should be a set of names, got {describe(skip)}"
+                )
             return module.class_name, state
     raise CheckpointFormatError(
         f"{where} is not a torch.nn.Module state (got {type(module).__name__})"
@@ -166,9 +199,14 @@ def _collect(
     where: str,
     tensors: dict[str, np.ndarray],
     classes: dict[str, str],
+    depth: int = 0,
 ) -> None:
     """Flatten like ``Module.state_dict()``: parameters, buffers, then submodules."""
+    if depth > _MAX_MODULE_DEPTH:
+        raise CheckpointFormatError(f"{where}: submodules nest more than {_MAX_MODULE_DEPTH} deep")
     class_name, state = _module_state(module, f"{where} module '{prefix[:-1]}'")
+    if prefix[:-1] in classes:
+        raise CheckpointFormatError(f"{where}: module '{prefix[:-1]}' appears twice")
     classes[prefix[:-1]] = class_name
     skip = set(state.get("_non_persistent_buffers_set") or ())
     entries = list(state["_parameters"].items())
@@ -183,7 +221,23 @@ def _collect(
         tensors[prefix + name] = value
     for name, child in state["_modules"].items():
         if child is not None:
-            _collect(child, f"{prefix}{name}.", where, tensors, classes)
+            _collect(child, f"{prefix}{name}.", where, tensors, classes, depth + 1)
+
+
+_MAX_MODULE_DEPTH = 16
+
+
+def _init_arguments(state: dict[str, Any], where: str) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """The module's constructor arguments: ``_init_kwargs`` (a dict) and ``_init_args`` (a sequence)."""
+    kwargs = state.get("_init_kwargs")
+    args = state.get("_init_args")
+    if kwargs is not None and not isinstance(kwargs, AbcMapping):
+        raise CheckpointFormatError(f"{where}: _init_kwargs should be a dict, got {describe(kwargs)}")
+    if kwargs and not all(isinstance(key, str) for key in kwargs):
+        raise CheckpointFormatError(f"{where}: _init_kwargs has non-string keys")
+    if args is not None and not isinstance(args, (list, tuple)):
+        raise CheckpointFormatError(f"{where}: _init_args should be a tuple, got {describe(args)}")
+    return _to_plain(kwargs or {}), _to_plain(tuple(args or ()))
 
 
 def _is_stylegan3(record: NetworkRecord) -> bool:
@@ -201,8 +255,7 @@ def _network_record(value: Any, key: str, source: str, extra: dict[str, Any]) ->
     tensors: dict[str, np.ndarray] = {}
     classes: dict[str, str] = {}
     _collect(value, "", where, tensors, classes)
-    init_kwargs = _to_plain(value.state.get("_init_kwargs") or {})
-    init_args = _to_plain(tuple(value.state.get("_init_args") or ()))
+    init_kwargs, init_args = _init_arguments(value.state, where)
     record = NetworkRecord(
         class_name=value.class_name,
         init_kwargs=init_kwargs,
@@ -220,15 +273,16 @@ def _network_record(value: Any, key: str, source: str, extra: dict[str, Any]) ->
     return record
 
 
-def load_nvlabs_pkl(path: str | Path) -> dict[str, NetworkRecord]:
+def load_nvlabs_pkl(path: str | Path, max_alloc: int | None = None) -> dict[str, NetworkRecord]:
     """Load the networks ``G``, ``D``, ``G_ema`` (those present) of an NVlabs pickle.
 
     Nothing from the file is executed (no ``module_src`` exec, no imports).
+    ``max_alloc``: see :func:`~gancomp_jax.io.torch_pickle.load_torch_file`.
     Other top-level entries go to every record's ``extra``: dicts as plain
     dicts, networks such as ``augment_pipe`` as their class name.
     """
     source = str(path)
-    data = load_torch_file(path, extra_globals=NVLABS_GLOBALS)
+    data = load_torch_file(path, extra_globals=NVLABS_GLOBALS, max_alloc=max_alloc)
     if not isinstance(data, dict):
         raise CheckpointFormatError(
             f"{source}: expected a dict at the top of an NVlabs network pickle, "
@@ -238,7 +292,7 @@ def load_nvlabs_pkl(path: str | Path) -> dict[str, NetworkRecord]:
     if not present:
         raise CheckpointFormatError(
             f"{source}: no networks found (expected G, D or G_ema; "
-            f"keys: {sorted(map(str, data))})"
+            f"keys: {describe_keys(data)})"
         )
     extra = {key: _to_plain(value) for key, value in data.items() if key not in NETWORK_KEYS}
     return {key: _network_record(data[key], key, source, extra) for key in present}

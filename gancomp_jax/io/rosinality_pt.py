@@ -12,7 +12,10 @@ Two readers give bit-identical arrays (tested); neither executes code from the f
 
 * ``torch``: ``torch.load(path, map_location='cpu', weights_only=True)``, with
   ``argparse.Namespace`` (rosinality's ``args``) added to torch's safe globals.
-  Needs torch; reads ``torch.save`` files (zip or legacy stream) only.
+  Needs torch; reads ``torch.save`` files (zip or legacy stream) only. Zip
+  archives are checked first (every member's CRC-32, which torch skips, and
+  declared sizes against the memory limit), and tensors are charged to the
+  limit before they are copied to numpy.
 * ``builtin``: :func:`~gancomp_jax.io.torch_pickle.load_torch_file`, this
   project's allow-list unpickler; needs no torch and also reads plain pickles.
 
@@ -26,13 +29,15 @@ import argparse
 import importlib.util
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .torch_pickle import (SAFE_GLOBALS, CheckpointFormatError, ReadOnlyType, UnsafePickleError, is_torch_save_file,
-                           load_torch_file)
+from .torch_pickle import (MAX_NESTING, SAFE_GLOBALS, AllocationBudget, CheckpointFormatError, ReadOnlyType,
+                           UnsafePickleError, charge_allocation, check_zip_archive, default_max_alloc, describe,
+                           describe_keys, is_torch_save_file, load_torch_file, sniff_container)
 
 __all__ = ["READERS", "ROSINALITY_NETWORK_KEYS", "load_rosinality_pt"]
 
@@ -44,41 +49,91 @@ ROSINALITY_NETWORK_KEYS = ("g", "g_ema", "d")
 class _Namespace(dict, metaclass=ReadOnlyType):
     """Stand-in for ``argparse.Namespace``: its attributes become dict items."""
 
+    __slots__ = ()
+
     def __setstate__(self, state: Any) -> None:
         if not isinstance(state, dict):
             raise ValueError("argparse.Namespace state must be a dict")
+        charge_allocation(64 * len(state), "argparse.Namespace state")
         self.update(state)
 
 
 _ROSINALITY_GLOBALS = {("argparse", "Namespace"): _Namespace}
 
 
-def _torch_to_numpy(value: Any) -> Any:
-    """torch tensors -> C-contiguous numpy arrays (bfloat16 widened to float32, as the builtin reader)."""
+def _torch_to_numpy(value: Any, budget: AllocationBudget, depth: int = 0, active: frozenset = frozenset()) -> Any:
+    """torch tensors -> C-contiguous numpy arrays (bfloat16 widened to float32, as the builtin reader).
+
+    Each copy is charged to ``budget`` first (a zero-stride tensor can claim any size);
+    dicts nested deeper than ``MAX_NESTING`` or containing themselves are refused.
+    """
     import torch
 
+    if depth > MAX_NESTING:
+        raise CheckpointFormatError(f"{budget.source}: containers nest more than {MAX_NESTING} levels deep")
     if isinstance(value, torch.Tensor):
         tensor = value.detach().cpu()
+        itemsize = 4 if tensor.dtype == torch.bfloat16 else tensor.element_size()
+        budget.charge(tensor.numel() * itemsize, f"a tensor of size {tuple(tensor.shape)}")
         if tensor.dtype == torch.bfloat16:
             tensor = tensor.float()
         return np.array(tensor.numpy(), copy=True, order="C")
-    if isinstance(value, dict):
-        return {key: _torch_to_numpy(item) for key, item in value.items()}
     if isinstance(value, argparse.Namespace):
-        return _torch_to_numpy(vars(value))
+        value = vars(value)
+    if isinstance(value, dict):
+        if id(value) in active:
+            raise CheckpointFormatError(f"{budget.source}: a dict contains itself (self-referential structure)")
+        inner = active | {id(value)}
+        return {key: _torch_to_numpy(item, budget, depth + 1, inner) for key, item in dict.items(value)}
     return value
 
 
-def _load_with_torch(path: Path, source: str) -> Any:
-    """``torch.load(weights_only=True)``, its errors turned into this module's."""
-    import torch
+# torch's advice to retry with weights_only=False (which would run code from the file) is not passed on
+_TORCH_ADVICE = (
+    re.compile(r"Weights only load failed\.?"),
+    re.compile(r"This file can still be loaded.*?(?=WeightsUnpickler error:|$)", re.S),
+    re.compile(r"In PyTorch 2\.6, we changed.*?trusted source\.", re.S),
+    re.compile(r"Please file an issue with the following.*?use case:", re.S),
+    re.compile(r"\(?[12]\)\s*Alternatively.*?error message\.", re.S),
+    re.compile(r"Check the documentation of torch\.load.*?torch\.load\.html\.", re.S),
+    re.compile(r"Exception raised from .*", re.S),
+    re.compile(r"WeightsUnpickler error:"),
+)
 
-    if not is_torch_save_file(path):
+
+def _torch_message(exc: BaseException) -> str:
+    """One line from a torch.load error, without torch's hint to load with weights_only=False."""
+    text = str(exc)
+    for pattern in _TORCH_ADVICE:
+        text = pattern.sub(" ", text)
+    text = " ".join(text.replace("\033[1m", "").replace("\033[0m", "").split())
+    if "weights_only" in text and "False" in text:
+        text = "torch.load(weights_only=True) refused the file"
+    return text[:300] or type(exc).__name__
+
+
+_TORCH_ERRORS = (RuntimeError, EOFError, OSError, ValueError, TypeError, OverflowError, MemoryError,
+                 RecursionError, AttributeError, KeyError, IndexError, NotImplementedError)
+
+
+def _load_with_torch(path: Path, source: str, max_alloc: int | None = None) -> Any:
+    """``torch.load(weights_only=True)`` after checking the zip, its errors turned into this module's."""
+    with open(path, "rb") as file:
+        container = sniff_container(file.read(16))
+    if container not in ("zip", "legacy"):
         raise CheckpointFormatError(
             f"{source}: not a torch.save file (zip or legacy stream); use reader='builtin' for plain pickles"
         )
+    size = path.stat().st_size
+    budget = AllocationBudget(default_max_alloc(size) if max_alloc is None else max_alloc, source)
+    if container == "zip":
+        check_zip_archive(path, budget)  # CRC-32 of every member, declared sizes vs the limit
+    import torch  # after the checks: importing torch takes seconds
+
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        # torch warns (on stderr) about e.g. unusual pickle protocols; our errors say what matters
+        with warnings.catch_warnings(), torch.serialization.safe_globals([argparse.Namespace]):
+            warnings.simplefilter("ignore")
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         refused = re.search(r"GLOBAL (\S+)", str(exc))
@@ -91,16 +146,22 @@ def _load_with_torch(path: Path, source: str) -> Any:
                 f"the file asks for code outside torch's allow-list and was not loaded{hint}"
             ) from None
         raise CheckpointFormatError(f"{source}: torch.load(weights_only=True) cannot read it: "
-                                    f"{' '.join(str(exc).split())[:300]}") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+                                    f"{_torch_message(exc)}") from None
+    except _TORCH_ERRORS as exc:
         raise CheckpointFormatError(f"{source}: cannot read it as a torch.save file; the file is truncated, "
                                     f"corrupt or in another format ({type(exc).__name__}: "
-                                    f"{' '.join(str(exc).split())[:300]})") from None
+                                    f"{_torch_message(exc)})") from None
     if not isinstance(data, dict):
         return data
     # only what load_rosinality_pt returns; optimizer states stay torch tensors and are dropped
-    return {key: _torch_to_numpy(value) if key in (*ROSINALITY_NETWORK_KEYS, "latent_avg", "args") else value
-            for key, value in data.items()}
+    try:
+        return {key: _torch_to_numpy(value, budget) if key in (*ROSINALITY_NETWORK_KEYS, "latent_avg", "args")
+                else value for key, value in dict.items(data)}
+    except CheckpointFormatError:
+        raise
+    except _TORCH_ERRORS as exc:
+        raise CheckpointFormatError(f"{source}: cannot convert its tensors ({type(exc).__name__}: "
+                                    f"{_torch_message(exc)})") from None
 
 
 def _pick_reader(reader: str, path: Path) -> str:
@@ -120,20 +181,24 @@ def _state_dict(value: Any, key: str, source: str) -> dict[str, np.ndarray]:
         raise CheckpointFormatError(
             f"{source}: '{key}' should be a state dict, got {type(value).__name__}"
         )
-    for name, tensor in value.items():
+    for name, tensor in dict.items(value):
+        if not isinstance(name, str):
+            raise CheckpointFormatError(f"{source}: '{key}' has a non-string tensor name {describe(name)}")
         if not isinstance(tensor, np.ndarray):
             raise CheckpointFormatError(
                 f"{source}: '{key}.{name}' should be a tensor, got {type(tensor).__name__}"
             )
-    return {str(name): tensor for name, tensor in value.items()}
+    return dict(dict.items(value))
 
 
-def load_rosinality_pt(path: str | Path, reader: str = "auto") -> dict[str, Any]:
+def load_rosinality_pt(path: str | Path, reader: str = "auto", max_alloc: int | None = None) -> dict[str, Any]:
     """Load a rosinality checkpoint without executing code from it.
 
     Args:
       path: the ``.pt`` file.
       reader: 'auto', 'torch' or 'builtin' (see the module docstring).
+      max_alloc: the most bytes the file may make the reader allocate (default
+        :func:`~gancomp_jax.io.torch_pickle.default_max_alloc` of the file size).
 
     Returns ``{'g', 'g_ema', 'd'}`` -> ``dict[str, np.ndarray]`` (None when the
     file lacks that network), ``'latent_avg'`` -> ``np.ndarray`` or None,
@@ -143,9 +208,9 @@ def load_rosinality_pt(path: str | Path, reader: str = "auto") -> dict[str, Any]
     source = str(path)
     used = _pick_reader(reader, Path(path))
     if used == "torch":
-        data = _load_with_torch(Path(path), source)
+        data = _load_with_torch(Path(path), source, max_alloc)
     else:
-        data = load_torch_file(path, extra_globals=_ROSINALITY_GLOBALS)
+        data = load_torch_file(path, extra_globals=_ROSINALITY_GLOBALS, max_alloc=max_alloc)
     if not isinstance(data, dict):
         raise CheckpointFormatError(
             f"{source}: expected a dict checkpoint, got {type(data).__name__}"
@@ -153,7 +218,7 @@ def load_rosinality_pt(path: str | Path, reader: str = "auto") -> dict[str, Any]
     if not any(data.get(key) is not None for key in ROSINALITY_NETWORK_KEYS):
         raise CheckpointFormatError(
             f"{source}: no rosinality networks found (expected 'g', 'g_ema' or 'd'; "
-            f"keys: {sorted(map(str, data))})"
+            f"keys: {describe_keys(data)})"
         )
     result: dict[str, Any] = {}
     for key in ROSINALITY_NETWORK_KEYS:
@@ -166,6 +231,6 @@ def load_rosinality_pt(path: str | Path, reader: str = "auto") -> dict[str, Any]
         )
     result["latent_avg"] = latent_avg
     args = data.get("args")
-    result["args"] = dict(args) if isinstance(args, dict) else args
+    result["args"] = dict(dict.items(args)) if isinstance(args, dict) else args
     result["reader"] = used
     return result

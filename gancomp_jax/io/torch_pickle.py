@@ -26,8 +26,9 @@ File formats understood by :func:`load_torch_file` (detected by their first byte
   numel, view_metadata)``, then a pickled list of storage keys. After that, for
   each key in that list order: an int64 little-endian element count followed
   by ``count * itemsize`` raw little-endian bytes. The data comes *after* the
-  pickle that references it, so the main pickle is read twice: once to learn
-  the dtype and size of each key, once more to build the arrays.
+  pickle that references it, so the main pickle is read once, with tensors as
+  placeholders (their offsets, sizes and strides already checked against the
+  declared storage sizes) that become arrays when loading finishes.
 * **plain pickle** (e.g. ``pickle.dump`` of tensors or NVlabs network
   pickles). Tensors appear as ``torch._utils._rebuild_tensor_v2(storage,
   offset, size, stride, ...)`` whose storage is
@@ -36,12 +37,25 @@ File formats understood by :func:`load_torch_file` (detected by their first byte
 Tensors become C-contiguous numpy arrays that own their memory (bfloat16 is
 widened to float32); dtype objects and storage classes become
 :class:`TorchDType`; ``torch.Size`` becomes a tuple.
+
+Hostile files cost bounded time and memory. Everything a file makes the reader
+allocate beyond its own bytes (decompressed zip members, storage data, tensor
+copies, containers copied by allow-listed constructors) is charged to an
+:class:`AllocationBudget` *before* it is allocated; the default limit is
+:func:`default_max_alloc` of the file size (``max_alloc`` raises it). Storages
+embedded with ``_load_from_bytes`` nest at most :data:`MAX_NESTED_STREAMS`
+deep, containers at most :data:`MAX_NESTING` deep, and self-referential
+containers are refused.
 """
 
 from __future__ import annotations
 
 import _compat_pickle
+import contextvars
+import dataclasses
 import io
+import math
+import reprlib
 import pickle
 import struct
 import zipfile
@@ -58,13 +72,23 @@ import numpy as np
 __all__ = [
     "LEGACY_MAGIC_NUMBER",
     "LEGACY_PROTOCOL_VERSION",
+    "MAX_NESTED_STREAMS",
+    "MAX_NESTING",
     "SAFE_GLOBALS",
+    "AllocationBudget",
+    "AllocationLimitError",
     "CheckpointFormatError",
     "ReadOnlyType",
     "Refused",
     "RestrictedUnpickler",
     "TorchDType",
     "UnsafePickleError",
+    "charge_allocation",
+    "check_zip_archive",
+    "default_max_alloc",
+    "describe",
+    "describe_keys",
+    "format_bytes",
     "is_torch_save_file",
     "load_torch_file",
     "sniff_container",
@@ -101,6 +125,102 @@ class UnsafePickleError(ValueError):
 
 class CheckpointFormatError(ValueError):
     """The file is not a readable checkpoint (wrong format, truncated, corrupt, missing keys)."""
+
+
+class AllocationLimitError(CheckpointFormatError):
+    """Reading the file would allocate more memory than the reader's limit allows."""
+
+
+# --------------------------------------------------------------------------- resource limits
+
+#: How deep ``torch.storage._load_from_bytes`` streams may nest (real files: 1).
+MAX_NESTED_STREAMS = 4
+#: How deep containers (dicts, lists, tuples, objects) may nest (real checkpoints: < 40).
+MAX_NESTING = 100
+_MIN_MAX_ALLOC = 256 << 20
+_MAX_ALLOC_PER_FILE_BYTE = 4
+
+
+def default_max_alloc(file_size: int) -> int:
+    """The default allocation limit for a file of ``file_size`` bytes: max(256 MiB, 4 x size).
+
+    Real checkpoints need about 2x their size (raw storages plus tensor copies).
+    """
+    return max(_MIN_MAX_ALLOC, _MAX_ALLOC_PER_FILE_BYTE * int(file_size))
+
+
+def format_bytes(nbytes: int) -> str:
+    """``1536`` -> ``'1.5 KiB'``."""
+    value = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{nbytes} B"  # pragma: no cover
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 60, 60, 40
+
+
+def describe(value: Any) -> str:
+    """A short ``repr`` of a value read from a file, safe for deep, huge or odd objects."""
+    try:
+        return _REPR.repr(value)
+    except Exception:  # noqa: BLE001 - a hostile object's repr may fail in any way
+        return f"<{type(value).__name__}>"
+
+
+def describe_keys(mapping: Any, limit: int = 20) -> str:
+    """``"['a', 'b']"``: the sorted keys of a mapping read from a file, at most ``limit`` of them."""
+    keys = sorted(k if isinstance(k, str) else describe(k) for k in list(mapping)[: limit + 1])
+    more = ", ..." if len(keys) > limit else ""
+    return "[" + ", ".join(repr(k[:60]) for k in keys[:limit]) + more + "]"
+
+
+class AllocationBudget:
+    """How many bytes one load may still allocate; :meth:`charge` is called before allocating.
+
+    ``limit`` is in bytes; ``source`` names the file in the error.
+    """
+
+    def __init__(self, limit: int, source: str) -> None:
+        if type(limit) is not int or limit <= 0:
+            raise ValueError(f"max_alloc must be a positive number of bytes, got {limit!r}")
+        self.limit = limit
+        self.used = 0
+        self.source = source
+
+    def charge(self, nbytes: int, what: str) -> None:
+        if nbytes < 0 or nbytes > self.limit - self.used:
+            raise AllocationLimitError(
+                f"{self.source}: {what} would need {format_bytes(nbytes)}, more than the reader's memory "
+                f"limit of {format_bytes(self.limit)} allows ({format_bytes(self.used)} already used); "
+                "a checkpoint of this size needs far less, so the file is corrupt or hostile. If you trust "
+                "it, raise the limit (max_alloc=..., convert_pt_weights.py --max-alloc)"
+            )
+        self.used += nbytes
+
+
+_BUDGET: contextvars.ContextVar[AllocationBudget | None] = contextvars.ContextVar(
+    "gancomp_jax_alloc_budget", default=None
+)
+
+
+def charge_allocation(nbytes: int, what: str) -> None:
+    """Charge ``nbytes`` to the budget of the load in progress (no-op outside a load)."""
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.charge(nbytes, what)
+
+
+def _charge_items(value: Any, what: str, per_item: int = 64) -> None:
+    """Charge a copy of a container or string ``value`` (``per_item`` bytes per element)."""
+    try:
+        count = len(value)
+    except TypeError:
+        return
+    charge_allocation(per_item * count, what)
 
 
 @dataclass(frozen=True)
@@ -215,43 +335,91 @@ _STORAGE_CLASSES = {
 class Storage(NamedTuple):
     """A storage read from the file: a flat array of ``dtype.raw`` elements.
 
-    ``data`` is None during the first pass over a legacy stream, when the bytes
-    have not been read yet. ``byteorder`` ('<' or '>') is the file's byte order.
+    ``byteorder`` ('<' or '>') is the file's byte order.
     """
 
     dtype: TorchDType
-    data: np.ndarray | None
+    data: np.ndarray
     byteorder: str = "<"
+
+
+class _PendingStorage(NamedTuple):
+    """A storage of a legacy stream whose bytes come after the pickle that uses it.
+
+    ``table`` (a :class:`_LegacyStorages`) holds the data once the stream is read;
+    ``offset`` / ``numel`` select a view, in elements of ``dtype``.
+    """
+
+    table: Any
+    key: str
+    dtype: TorchDType
+    offset: int
+    numel: int
+
+    def resolve(self) -> np.ndarray:
+        flat = self.table.data[self.key]
+        return flat[self.offset : self.offset + self.numel]
+
+
+class _PendingTensor(NamedTuple):
+    """A tensor on a :class:`_PendingStorage`; its layout is already checked and charged."""
+
+    storage: _PendingStorage
+    dtype: TorchDType
+    offset: int
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+    metadata: Any = None
+
+    def resolve(self) -> np.ndarray:
+        flat = _typed_view(self.storage.resolve(), self.storage.dtype, self.dtype, "<")
+        array = self.dtype.to_numpy(_strided_copy(flat, self.offset, self.size, self.stride))
+        return _apply_metadata(array, self.metadata)
+
+
+_MAX_INDEX = 1 << 62  # sizes, strides and offsets beyond this are not real tensors
+_MAX_DIMS = 32
 
 
 def _check_int(value: Any, what: str) -> int:
     if type(value) is not int:
         raise ValueError(f"tensor {what} must be an int, got {type(value).__name__}")
+    if not 0 <= value < _MAX_INDEX:
+        raise ValueError(f"tensor {what} {describe(value)} is out of range")
     return value
 
 
 def _check_int_tuple(value: Any, what: str) -> tuple[int, ...]:
     if not isinstance(value, (tuple, list)):
         raise ValueError(f"tensor {what} must be a tuple, got {type(value).__name__}")
+    if len(value) > _MAX_DIMS:
+        raise ValueError(f"tensor {what} has {len(value)} dimensions (at most {_MAX_DIMS} supported)")
     return tuple(_check_int(v, what) for v in value)
+
+
+def _check_layout(
+    offset: int, size: tuple[int, ...], stride: tuple[int, ...], numel: int
+) -> None:
+    """The view (offset, size, stride) must lie inside a storage of ``numel`` elements."""
+    if len(size) != len(stride):
+        raise ValueError(f"tensor size {size} and stride {stride} differ in length")
+    if 0 in size:
+        return
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    if last >= numel:
+        raise ValueError(
+            f"tensor (offset {offset}, size {describe(size)}, stride {describe(stride)}) "
+            f"reaches past its storage of {numel} elements"
+        )
 
 
 def _strided_copy(
     flat: np.ndarray, offset: int, size: tuple[int, ...], stride: tuple[int, ...]
 ) -> np.ndarray:
     """Copy the view (offset, size, stride) of ``flat`` into a new C-contiguous array."""
-    if len(size) != len(stride):
-        raise ValueError(f"tensor size {size} and stride {stride} differ in length")
-    if offset < 0 or min(size, default=0) < 0 or min(stride, default=0) < 0:
-        raise ValueError(f"negative tensor offset/size/stride: {offset}, {size}, {stride}")
+    _check_layout(offset, size, stride, flat.size)
     if 0 in size:
         return np.empty(size, dtype=flat.dtype)
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-    if last >= flat.size:
-        raise ValueError(
-            f"tensor (offset {offset}, size {size}, stride {stride}) "
-            f"reaches past its storage of {flat.size} elements"
-        )
     strides = tuple(s * flat.itemsize for s in stride)
     view = np.lib.stride_tricks.as_strided(flat[offset:], shape=size, strides=strides)
     return np.array(view, copy=True, order="C")
@@ -261,8 +429,7 @@ def _apply_metadata(array: np.ndarray, metadata: Any) -> np.ndarray:
     """Apply torch's lazy negation/conjugation bits, if a tensor carries them."""
     if not metadata:
         return array
-    if not isinstance(metadata, dict) or not set(metadata) <= {"conj", "neg"}:
-        raise ValueError(f"unsupported tensor metadata {metadata!r}")
+    _check_metadata(metadata)
     if metadata.get("neg"):
         array = np.negative(array)
     if metadata.get("conj"):
@@ -270,27 +437,59 @@ def _apply_metadata(array: np.ndarray, metadata: Any) -> np.ndarray:
     return array
 
 
+def _check_metadata(metadata: Any) -> None:
+    if metadata and (not isinstance(metadata, dict) or not set(metadata) <= {"conj", "neg"}):
+        raise ValueError(f"unsupported tensor metadata {describe(metadata)}")
+
+
+def _typed_view(flat: np.ndarray, stored: TorchDType, dtype: TorchDType, byteorder: str) -> np.ndarray:
+    """View an untyped (byte) storage as elements of ``dtype``."""
+    if dtype.name == stored.name:
+        return flat
+    if flat.nbytes % dtype.itemsize:
+        raise ValueError(f"{flat.nbytes} storage bytes do not hold whole {dtype.name} items")
+    return flat.view(np.uint8).view(dtype.raw.newbyteorder(byteorder))
+
+
+def _output_bytes(dtype: TorchDType, size: tuple[int, ...]) -> int:
+    itemsize = 4 if dtype.name == "bfloat16" else dtype.itemsize  # bfloat16 widens to float32
+    return math.prod(size) * itemsize
+
+
 def _build_array(
     storage: Any, dtype: TorchDType, offset: Any, size: Any, stride: Any
-) -> np.ndarray:
-    if not isinstance(storage, Storage):
+) -> np.ndarray | _PendingTensor:
+    if not isinstance(storage, (Storage, _PendingStorage)):
         raise ValueError(f"tensor storage must be a storage, got {type(storage).__name__}")
     offset = _check_int(offset, "offset")
     size = _check_int_tuple(size, "size")
     stride = _check_int_tuple(stride, "stride")
-    if storage.data is None:  # first pass over a legacy stream: no bytes yet
-        return np.empty(0, dtype=dtype.raw)
-    flat = storage.data
-    if dtype.name != storage.dtype.name:  # untyped (byte) storage viewed as ``dtype``
-        if flat.nbytes % dtype.itemsize:
-            raise ValueError(f"{flat.nbytes} storage bytes do not hold whole {dtype.name} items")
-        flat = flat.view(np.uint8).view(dtype.raw.newbyteorder(storage.byteorder))
+    if isinstance(storage, _PendingStorage):  # legacy stream: data follows the pickle
+        numel = storage.numel
+        if dtype.name != storage.dtype.name:
+            nbytes = numel * storage.dtype.itemsize
+            if nbytes % dtype.itemsize:
+                raise ValueError(f"{nbytes} storage bytes do not hold whole {dtype.name} items")
+            numel = nbytes // dtype.itemsize
+        _check_layout(offset, size, stride, numel)
+        charge_allocation(_output_bytes(dtype, size), f"a tensor of size {describe(size)}")
+        return _PendingTensor(storage, dtype, offset, size, stride)
+    flat = _typed_view(storage.data, storage.dtype, dtype, storage.byteorder)
+    _check_layout(offset, size, stride, flat.size)
+    charge_allocation(_output_bytes(dtype, size), f"a tensor of size {describe(size)}")
     return dtype.to_numpy(_strided_copy(flat, offset, size, stride))
 
 
-def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any) -> np.ndarray:
+def _with_metadata(tensor: Any, metadata: Any) -> Any:
+    if isinstance(tensor, _PendingTensor):
+        _check_metadata(metadata)
+        return tensor._replace(metadata=metadata) if metadata else tensor
+    return _apply_metadata(tensor, metadata)
+
+
+def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any) -> Any:
     """Replacement for ``torch._utils._rebuild_tensor``."""
-    dtype = storage.dtype if isinstance(storage, Storage) else None
+    dtype = storage.dtype if isinstance(storage, (Storage, _PendingStorage)) else None
     return _build_array(storage, dtype, storage_offset, size, stride)
 
 
@@ -302,9 +501,9 @@ def _rebuild_tensor_v2(
     requires_grad: Any = False,
     backward_hooks: Any = None,
     metadata: Any = None,
-) -> np.ndarray:
+) -> Any:
     """Replacement for ``torch._utils._rebuild_tensor_v2`` (typed storage)."""
-    return _apply_metadata(_rebuild_tensor(storage, storage_offset, size, stride), metadata)
+    return _with_metadata(_rebuild_tensor(storage, storage_offset, size, stride), metadata)
 
 
 def _rebuild_tensor_v3(
@@ -316,24 +515,24 @@ def _rebuild_tensor_v3(
     backward_hooks: Any,
     dtype: Any,
     metadata: Any = None,
-) -> np.ndarray:
+) -> Any:
     """Replacement for ``torch._utils._rebuild_tensor_v3`` (byte storage + explicit dtype)."""
     if not isinstance(dtype, TorchDType):
         raise ValueError(f"tensor dtype must be a torch dtype, got {type(dtype).__name__}")
     array = _build_array(storage, dtype, storage_offset, size, stride)
-    return _apply_metadata(array, metadata)
+    return _with_metadata(array, metadata)
 
 
-def _rebuild_parameter(data: Any, requires_grad: Any, backward_hooks: Any) -> np.ndarray:
+def _rebuild_parameter(data: Any, requires_grad: Any, backward_hooks: Any) -> Any:
     """Replacement for ``torch._utils._rebuild_parameter``: a parameter is just its data."""
-    if not isinstance(data, np.ndarray):
+    if not isinstance(data, (np.ndarray, _PendingTensor)):
         raise ValueError(f"parameter data must be a tensor, got {type(data).__name__}")
     return data
 
 
 def _rebuild_parameter_with_state(
     data: Any, requires_grad: Any, backward_hooks: Any, state: Any
-) -> np.ndarray:
+) -> Any:
     """Replacement for ``torch._utils._rebuild_parameter_with_state`` (Python state dropped)."""
     return _rebuild_parameter(data, requires_grad, backward_hooks)
 
@@ -350,25 +549,28 @@ class _NumpyDTypeSpec(metaclass=ReadOnlyType):
     non-structured dtypes; a real dtype is made from it later.
     """
 
-    def __init__(self, spec: Any, align: Any = False, copy: Any = False) -> None:
-        if not isinstance(spec, str):
-            raise ValueError(f"numpy dtype spec must be a string, got {type(spec).__name__}")
+    # Checked in __new__, so that NEWOBJ (which skips __init__) cannot make a half-built one.
+    def __new__(cls, spec: Any = None, align: Any = False, copy: Any = False) -> "_NumpyDTypeSpec":
+        if not isinstance(spec, str) or len(spec) > 16:
+            raise ValueError(f"numpy dtype spec must be a short string, got {describe(spec)}")
         base = np.dtype(spec)
         if base.fields is not None or base.subdtype is not None or base.kind == "V":
             raise ValueError(f"structured numpy dtype {spec!r} is not supported")
+        self = super().__new__(cls)
         self._base = base
         self._byteorder = "="
+        return self
 
     def __setstate__(self, state: Any) -> None:
         if not isinstance(state, tuple) or len(state) < 5:
-            raise ValueError(f"unsupported numpy dtype state {state!r}")
+            raise ValueError(f"unsupported numpy dtype state {describe(state)}")
         byteorder, subarray, names, fields = state[1:5]
         if subarray is not None or names is not None or fields is not None:
             raise ValueError("structured numpy dtypes are not supported")
         if len(state) > 8 and state[8]:
             raise ValueError("numpy dtypes with metadata (datetime) are not supported")
-        if byteorder not in ("<", ">", "=", "|"):
-            raise ValueError(f"bad numpy byte order {byteorder!r}")
+        if not isinstance(byteorder, str) or byteorder not in ("<", ">", "=", "|"):
+            raise ValueError(f"bad numpy byte order {describe(byteorder)}")
         self._byteorder = byteorder
 
     def to_dtype(self) -> np.dtype:
@@ -400,6 +602,7 @@ class _UnpickledArray(np.ndarray):
         if not isinstance(spec, _NumpyDTypeSpec):
             raise ValueError("numpy array state without a numpy dtype")
         state = state[:at] + (spec.to_dtype(),) + state[at + 1 :]
+        _charge_items(state[-1], "a numpy array", per_item=1)
         np.ndarray.__setstate__(self, state)
 
 
@@ -432,6 +635,7 @@ def _numpy_frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> np.nda
     if real.hasobject:
         raise ValueError("object arrays cannot be read from a buffer")
     shape = _check_int_tuple(shape, "shape")
+    charge_allocation(len(buffer), "a numpy array")
     flat = np.frombuffer(buffer, dtype=real)
     return flat.reshape(shape, order=order).copy(order="K")
 
@@ -440,7 +644,22 @@ def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
     """Replacement for ``_codecs.encode``, which protocol-2 pickles use for ``bytes``."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
         raise ValueError("_codecs.encode is only allowed for latin1 text")
+    charge_allocation(len(text), "a bytes object")
     return text.encode("latin1")
+
+
+def _charged(constructor: type, name: str) -> Callable[..., Any]:
+    """``constructor`` (a container type) that first charges the copy it makes."""
+
+    def build(*args: Any) -> Any:
+        if len(args) > 1:
+            raise ValueError(f"{name}() takes at most one argument, got {len(args)}")
+        if args:
+            _charge_items(args[0], f"a {name}")
+        return constructor(*args)
+
+    build.__name__ = name
+    return build
 
 
 # --------------------------------------------------------------------------- allow-list
@@ -455,16 +674,16 @@ def _build_safe_globals() -> dict[tuple[str, str], Any]:
     table["torch", "UntypedStorage"] = DTYPES["uint8"]
     for dtype_name, dtype in DTYPES.items():
         table["torch", dtype_name] = dtype
-    table["torch", "Size"] = tuple
+    table["torch", "Size"] = _charged(tuple, "torch.Size")
     table["torch._utils", "_rebuild_tensor"] = _rebuild_tensor
     table["torch._utils", "_rebuild_tensor_v2"] = _rebuild_tensor_v2
     table["torch._utils", "_rebuild_tensor_v3"] = _rebuild_tensor_v3
     table["torch._utils", "_rebuild_parameter"] = _rebuild_parameter
     table["torch._utils", "_rebuild_parameter_with_state"] = _rebuild_parameter_with_state
-    table["collections", "OrderedDict"] = OrderedDict
+    table["collections", "OrderedDict"] = _charged(OrderedDict, "OrderedDict")
     for builtins_module in ("builtins", "__builtin__"):
-        table[builtins_module, "set"] = set
-        table[builtins_module, "frozenset"] = frozenset
+        table[builtins_module, "set"] = _charged(set, "set")
+        table[builtins_module, "frozenset"] = _charged(frozenset, "frozenset")
     table["_codecs", "encode"] = _codecs_encode
     for core in ("numpy.core", "numpy._core"):
         table[f"{core}.multiarray", "_reconstruct"] = _numpy_reconstruct
@@ -507,7 +726,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     ``allowed`` maps ``(module, name)`` to the object to use instead (default:
     :data:`SAFE_GLOBALS`); a :class:`Refused` value gives a tailored error.
     ``persistent_load`` handles the storage references of torch files; without
-    one, a persistent id in the stream is an error.
+    one, a persistent id in the stream is an error. ``depth`` counts the
+    ``_load_from_bytes`` streams this one is nested in.
     """
 
     def __init__(
@@ -517,16 +737,20 @@ class RestrictedUnpickler(pickle.Unpickler):
         source: str,
         allowed: GlobalTable | None = None,
         persistent_load: Callable[[Any], Any] | None = None,
+        depth: int = 0,
     ) -> None:
         super().__init__(file, encoding="latin1")
         self.source = source
         self.allowed: GlobalTable = SAFE_GLOBALS if allowed is None else allowed
         _check_allow_list(self.allowed)
         self._persistent_load = persistent_load
+        self.depth = depth
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) == _LOAD_FROM_BYTES:
-            return _Guarded(partial(_load_from_bytes, source=self.source, allowed=self.allowed))
+            return _Guarded(
+                partial(_load_from_bytes, source=self.source, allowed=self.allowed, depth=self.depth + 1)
+            )
         target = self.allowed.get((module, name), _MISSING)
         if isinstance(target, Refused):
             raise CheckpointFormatError(f"{self.source}: {target.message}")
@@ -541,7 +765,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         if self._persistent_load is None:
-            raise ValueError(f"unexpected persistent id {pid!r} in a plain pickle")
+            raise ValueError(f"unexpected persistent id {describe(pid)} in a plain pickle")
         return self._persistent_load(pid)
 
 
@@ -550,9 +774,10 @@ def _restricted_load(
     source: str,
     allowed: GlobalTable,
     persistent_load: Callable[[Any], Any] | None = None,
+    depth: int = 0,
 ) -> Any:
     unpickler = RestrictedUnpickler(
-        file, source=source, allowed=allowed, persistent_load=persistent_load
+        file, source=source, allowed=allowed, persistent_load=persistent_load, depth=depth
     )
     return unpickler.load()
 
@@ -570,44 +795,37 @@ def _read_exact(file: BinaryIO, nbytes: int) -> bytes:
 def _storage_header(pid: Any, expected_len: int) -> tuple[TorchDType, str, int, Any]:
     """Validate a ``('storage', type, key, location, numel[, view])`` persistent id."""
     if not isinstance(pid, tuple) or len(pid) != expected_len or pid[0] != "storage":
-        raise ValueError(f"unsupported persistent id {pid!r}")
+        raise ValueError(f"unsupported persistent id {describe(pid)}")
     storage_type, key, numel = pid[1], pid[2], pid[4]
     if not isinstance(storage_type, TorchDType):
-        raise ValueError(f"persistent id names an unknown storage type {storage_type!r}")
-    if not isinstance(key, str) or type(numel) is not int or numel < 0:
-        raise ValueError(f"bad storage key/size in persistent id {pid!r}")
+        raise ValueError(f"persistent id names an unknown storage type {describe(storage_type)}")
+    if not isinstance(key, str) or len(key) > 256 or type(numel) is not int or not 0 <= numel < _MAX_INDEX:
+        raise ValueError(f"bad storage key/size in persistent id {describe(pid)}")
     view = pid[5] if expected_len == 6 else None
     return storage_type, key, numel, view
 
 
 class _LegacyStorages:
-    """Persistent-id handler for a legacy stream; ``data`` is filled between the two passes."""
+    """Persistent-id handler for a legacy stream; ``data`` is filled after the main pickle."""
 
     def __init__(self) -> None:
         self.declared: dict[str, tuple[TorchDType, int]] = {}
         self.data: dict[str, np.ndarray] | None = None
 
-    def __call__(self, pid: Any) -> Storage:
+    def __call__(self, pid: Any) -> _PendingStorage:
         dtype, key, numel, view = _storage_header(pid, 6)
         if self.declared.setdefault(key, (dtype, numel)) != (dtype, numel):
             raise ValueError(f"storage {key!r} is declared with two different types or sizes")
-        if self.data is None:
-            return Storage(dtype, None)
-        flat = self.data[key]
+        offset, size = 0, numel
         if view is not None:
-            flat = self._view(flat, view)
-        return Storage(dtype, flat)
-
-    @staticmethod
-    def _view(flat: np.ndarray, view: Any) -> np.ndarray:
-        if not isinstance(view, tuple) or len(view) != 3:
-            raise ValueError(f"bad storage view {view!r}")
-        _, offset, size = view
-        if type(offset) is not int or type(size) is not int or offset < 0 or size < 0:
-            raise ValueError(f"bad storage view {view!r}")
-        if offset + size > flat.size:
-            raise ValueError(f"storage view {view!r} reaches past its storage")
-        return flat[offset : offset + size]
+            if not isinstance(view, tuple) or len(view) != 3:
+                raise ValueError(f"bad storage view {describe(view)}")
+            _, offset, size = view
+            if type(offset) is not int or type(size) is not int or offset < 0 or size < 0:
+                raise ValueError(f"bad storage view {describe(view)}")
+            if offset + size > numel:
+                raise ValueError(f"storage view {describe(view)} reaches past its storage")
+        return _PendingStorage(self, key, dtype, offset, size)
 
     def read_data(self, file: BinaryIO, keys: Any) -> None:
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
@@ -616,42 +834,59 @@ class _LegacyStorages:
         for key in keys:
             if key not in self.declared:
                 raise ValueError(f"legacy stream: data for undeclared storage {key!r}")
+            if key in data:
+                raise ValueError(f"legacy stream: data for storage {key!r} given twice")
             dtype, numel = self.declared[key]
             (count,) = struct.unpack("<q", _read_exact(file, 8))
             if count != numel:
                 raise ValueError(f"storage {key!r}: {count} elements stored, {numel} declared")
+            charge_allocation(numel * dtype.itemsize, f"storage {key!r} of {numel} {dtype.name} elements")
             data[key] = np.frombuffer(_read_exact(file, numel * dtype.itemsize), dtype=dtype.raw)
         missing = set(self.declared) - set(data)
         if missing:
-            raise ValueError(f"legacy stream: no data for storages {sorted(missing)}")
+            raise ValueError(f"legacy stream: no data for storages {sorted(missing)[:10]}")
         self.data = data
 
 
-def _read_legacy_stream(file: BinaryIO, source: str, allowed: GlobalTable) -> Any:
-    """Parse a legacy ``torch.save`` stream starting at the current position of ``file``."""
-    magic = _restricted_load(file, source, allowed)
+def _read_legacy_stream(file: BinaryIO, source: str, allowed: GlobalTable, depth: int = 0) -> Any:
+    """Parse a legacy ``torch.save`` stream starting at the current position of ``file``.
+
+    One pass: tensors in the main pickle are :class:`_PendingTensor` placeholders
+    until :func:`_finalize` (the data only follows the pickle).
+    """
+    magic = _restricted_load(file, source, allowed, depth=depth)
     if type(magic) is not int or magic != LEGACY_MAGIC_NUMBER:
         raise CheckpointFormatError(f"{source}: bad magic number, not a legacy torch.save stream")
-    version = _restricted_load(file, source, allowed)
-    if version != LEGACY_PROTOCOL_VERSION:
-        raise CheckpointFormatError(f"{source}: unsupported legacy protocol version {version!r}")
-    sys_info = _restricted_load(file, source, allowed)
+    version = _restricted_load(file, source, allowed, depth=depth)
+    if type(version) is not int or version != LEGACY_PROTOCOL_VERSION:
+        raise CheckpointFormatError(f"{source}: unsupported legacy protocol version {describe(version)}")
+    sys_info = _restricted_load(file, source, allowed, depth=depth)
     if not isinstance(sys_info, dict):
         raise CheckpointFormatError(f"{source}: legacy stream header has no sys_info dict")
-    main_start = file.tell()
     storages = _LegacyStorages()
-    _restricted_load(file, source, allowed, storages)  # pass 1: learn storage dtypes/sizes
-    keys = _restricted_load(file, source, allowed)
+    result = _restricted_load(file, source, allowed, storages, depth)
+    keys = _restricted_load(file, source, allowed, depth=depth)
     storages.read_data(file, keys)
-    file.seek(main_start)
-    return _restricted_load(file, source, allowed, storages)  # pass 2: real arrays
+    return result
 
 
-def _load_from_bytes(data: Any, *, source: str, allowed: GlobalTable) -> Any:
+_EMBEDDED = " (embedded storage)"
+
+
+def _load_from_bytes(data: Any, *, source: str, allowed: GlobalTable, depth: int) -> Any:
     """Replacement for ``torch.storage._load_from_bytes``: parse the embedded legacy stream."""
     if not isinstance(data, (bytes, bytearray)):
         raise ValueError(f"_load_from_bytes expects bytes, got {type(data).__name__}")
-    return _read_legacy_stream(io.BytesIO(data), f"{source} (embedded storage)", allowed)
+    if depth > MAX_NESTED_STREAMS:
+        raise CheckpointFormatError(
+            f"{source}: storages embedded with torch.storage._load_from_bytes nest more than "
+            f"{MAX_NESTED_STREAMS} deep; real checkpoints nest them once"
+        )
+    # every call parses its bytes again, so repeating one memoized stream is charged each time
+    charge_allocation(len(data), "an embedded storage stream")
+    if not source.endswith(_EMBEDDED):
+        source += _EMBEDDED
+    return _read_legacy_stream(io.BytesIO(data), source, allowed, depth)
 
 
 # --------------------------------------------------------------------------- zip format
@@ -676,9 +911,23 @@ def _zip_prefix(archive: zipfile.ZipFile, source: str) -> str:
     return candidates[0]
 
 
+def _read_member(archive: zipfile.ZipFile, name: str, what: str) -> bytes:
+    """A zip member's bytes; its declared size is charged before anything is decompressed.
+
+    zipfile never returns more than the declared size and checks the CRC-32.
+    """
+    info = archive.getinfo(name)
+    if info.flag_bits & 0x1:
+        raise ValueError(f"zip member {name!r} is encrypted")
+    charge_allocation(info.file_size, what)
+    return archive.read(info)
+
+
 def _zip_byteorder(archive: zipfile.ZipFile, prefix: str, source: str) -> str:
     if f"{prefix}byteorder" not in archive.namelist():
         return "<"
+    if archive.getinfo(f"{prefix}byteorder").file_size > 16:
+        raise CheckpointFormatError(f"{source}: byte order record is too long")
     marker = archive.read(f"{prefix}byteorder").strip()
     if marker not in (b"little", b"big"):
         raise CheckpointFormatError(f"{source}: unknown byte order record {marker!r}")
@@ -698,12 +947,13 @@ class _ZipStorages:
         dtype, key, numel, _ = _storage_header(pid, 5)
         cached = self._cache.get(key)
         if cached is None:
-            raw = self._archive.read(f"{self._prefix}data/{key}")
-            if len(raw) != numel * dtype.itemsize:
+            name = f"{self._prefix}data/{key}"
+            stored = self._archive.getinfo(name).file_size
+            if stored != numel * dtype.itemsize:
                 raise ValueError(
-                    f"storage {key!r}: {len(raw)} bytes stored, "
-                    f"{numel} x {dtype.itemsize} declared"
+                    f"storage {key!r}: {stored} bytes stored, {numel} x {dtype.itemsize} declared"
                 )
+            raw = _read_member(self._archive, name, f"storage {key!r}")
             flat = np.frombuffer(raw, dtype=dtype.raw.newbyteorder(self._byteorder))
             cached = self._cache[key] = Storage(dtype, flat, self._byteorder)
         elif cached.dtype != dtype:
@@ -715,8 +965,40 @@ def _read_zip(file: BinaryIO, source: str, allowed: GlobalTable) -> Any:
     with zipfile.ZipFile(file) as archive:
         prefix = _zip_prefix(archive, source)
         storages = _ZipStorages(archive, prefix, _zip_byteorder(archive, prefix, source))
-        data_pkl = archive.read(f"{prefix}data.pkl")
+        data_pkl = _read_member(archive, f"{prefix}data.pkl", "data.pkl")
         return _restricted_load(io.BytesIO(data_pkl), source, allowed, storages)
+
+
+def check_zip_archive(path: str | Path, budget: AllocationBudget | None = None) -> None:
+    """Check every member of a zip file before another reader (torch.load) trusts it.
+
+    Declared sizes are charged to ``budget`` before anything is decompressed,
+    then each member is streamed to verify its CRC-32 (``torch.load`` does not).
+    Raises :class:`CheckpointFormatError` naming the file.
+    """
+    source = str(path)
+    token = _BUDGET.set(budget) if budget is not None else None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            for info in infos:
+                if info.flag_bits & 0x1:
+                    raise ValueError(f"zip member {info.filename!r} is encrypted")
+                charge_allocation(info.file_size, f"zip member {info.filename!r}")
+            for info in infos:
+                with archive.open(info) as member:
+                    while member.read(1 << 20):
+                        pass
+    except CheckpointFormatError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError, OverflowError) as exc:
+        raise CheckpointFormatError(
+            f"{source}: cannot read it as a torch.save zip archive; the file is truncated, corrupt or "
+            f"in another format ({type(exc).__name__}: {exc})"
+        ) from None
+    finally:
+        if token is not None:
+            _BUDGET.reset(token)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -731,29 +1013,61 @@ def _read_pickle_or_legacy(file: BinaryIO, source: str, allowed: GlobalTable) ->
     return first
 
 
-def _finalize(obj: Any, memo: dict[int, Any] | None = None) -> Any:
-    """Swap the unpickling stand-ins for numpy objects (arrays, dtypes) for real ones."""
-    if memo is None:
-        memo = {}
-    if id(obj) in memo:
-        return memo[id(obj)]
-    if isinstance(obj, _UnpickledArray):
-        return memo.setdefault(id(obj), obj.view(np.ndarray))
-    if isinstance(obj, _NumpyDTypeSpec):
-        return memo.setdefault(id(obj), obj.to_dtype())
-    if isinstance(obj, Storage) and obj.data is not None:  # a storage pickled on its own
-        return memo.setdefault(id(obj), obj.dtype.to_numpy(np.array(obj.data)))
-    memo[id(obj)] = obj
+def _finalize(obj: Any, memo: dict[int, tuple[Any, Any]], active: set[int], depth: int = 0) -> Any:
+    """Swap the unpickling stand-ins for real objects (arrays, dtypes), in place where possible.
+
+    ``memo`` maps ``id(original) -> (original, result)`` (the original is kept
+    alive so that its id is not reused). Refuses containers nested deeper than
+    :data:`MAX_NESTING` or containing themselves.
+    """
+    key = id(obj)
+    if key in memo:
+        if key in active:
+            raise CheckpointFormatError(
+                f"a {type(obj).__name__} contains itself (self-referential structure)"
+            )
+        return memo[key][1]
+    if depth > MAX_NESTING:
+        raise CheckpointFormatError(f"containers nest more than {MAX_NESTING} levels deep")
+    if isinstance(obj, (_UnpickledArray, _NumpyDTypeSpec, _PendingTensor, _PendingStorage, Storage)):
+        if isinstance(obj, _UnpickledArray):
+            value: Any = obj.view(np.ndarray)
+        elif isinstance(obj, _NumpyDTypeSpec):
+            value = obj.to_dtype()
+        elif isinstance(obj, _PendingTensor):
+            value = obj.resolve()
+        else:  # a storage pickled on its own
+            data = obj.resolve() if isinstance(obj, _PendingStorage) else obj.data
+            charge_allocation(data.nbytes, "a storage")
+            value = obj.dtype.to_numpy(np.array(data))
+        memo[key] = (obj, value)
+        return value
+    if isinstance(obj, (str, bytes, bytearray, int, float, complex, bool, type(None), TorchDType, np.ndarray)):
+        return obj
+    memo[key] = (obj, obj)
+    active.add(key)
+    walk = partial(_finalize, memo=memo, active=active, depth=depth + 1)
     if isinstance(obj, dict):
-        for key, value in obj.items():
-            obj[key] = _finalize(value, memo)
+        for name, value in list(dict.items(obj)):
+            dict.__setitem__(obj, name, walk(value))
     elif isinstance(obj, list):
-        obj[:] = [_finalize(value, memo) for value in obj]
-    elif isinstance(obj, tuple) and not hasattr(obj, "_fields"):
-        memo[id(obj)] = obj = type(obj)(_finalize(value, memo) for value in obj)
+        obj[:] = [walk(value) for value in obj]
+    elif isinstance(obj, (set, frozenset)):
+        result: Any = type(obj)(walk(value) for value in obj)
+        memo[key] = (obj, result)
+        obj = result
+    elif type(obj) is tuple:
+        result = tuple(walk(value) for value in obj)
+        memo[key] = (obj, result)
+        obj = result
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for field in dataclasses.fields(obj):
+            object.__setattr__(obj, field.name, walk(getattr(obj, field.name)))
     elif hasattr(obj, "__dict__") and not isinstance(obj, type):
-        for key, value in vars(obj).items():
-            vars(obj)[key] = _finalize(value, memo)
+        attributes = vars(obj)
+        for name, value in list(attributes.items()):
+            attributes[name] = walk(value)
+    active.discard(key)
     return obj
 
 
@@ -771,18 +1085,26 @@ _CORRUPTION_ERRORS = (
     OverflowError,
     UnicodeDecodeError,
     MemoryError,
+    RecursionError,
+    NotImplementedError,
 )
 
 
-def load_torch_file(path: str | Path, *, extra_globals: GlobalTable | None = None) -> Any:
+def load_torch_file(
+    path: str | Path, *, extra_globals: GlobalTable | None = None, max_alloc: int | None = None
+) -> Any:
     """Load a torch checkpoint (zip, legacy stream or plain pickle) without running its code.
 
     Tensors come back as numpy arrays. ``extra_globals`` extends
     :data:`SAFE_GLOBALS` (``(module, name) -> replacement``) for file families
-    that need more, e.g. NVlabs network pickles.
+    that need more, e.g. NVlabs network pickles. ``max_alloc`` caps the bytes
+    the file may make the reader allocate (default :func:`default_max_alloc`
+    of the file size).
 
-    Raises :class:`UnsafePickleError` for a global outside the allow-list and
-    :class:`CheckpointFormatError` (naming ``path``) for anything unreadable.
+    Raises :class:`UnsafePickleError` for a global outside the allow-list,
+    :class:`AllocationLimitError` when the file asks for more memory than
+    ``max_alloc``, and :class:`CheckpointFormatError` (naming ``path``) for
+    anything unreadable.
     """
     source = str(path)
     allowed: GlobalTable = SAFE_GLOBALS
@@ -790,6 +1112,8 @@ def load_torch_file(path: str | Path, *, extra_globals: GlobalTable | None = Non
         allowed = MappingProxyType({**SAFE_GLOBALS, **extra_globals})
         _check_allow_list(allowed)
     with open(path, "rb") as file:
+        size = Path(path).stat().st_size
+        budget = AllocationBudget(default_max_alloc(size) if max_alloc is None else max_alloc, source)
         head = file.read(512)
         file.seek(0)
         if not head:
@@ -802,13 +1126,20 @@ def load_torch_file(path: str | Path, *, extra_globals: GlobalTable | None = Non
             reader, what = _read_zip, "torch.save zip archive"
         else:
             reader, what = _read_pickle_or_legacy, "pickle or legacy torch.save file"
+        token = _BUDGET.set(budget)
         try:
-            result = reader(file, source, allowed)
-        except (UnsafePickleError, CheckpointFormatError):
+            return _finalize(reader(file, source, allowed), {}, set())
+        except (UnsafePickleError, AllocationLimitError):
             raise
+        except CheckpointFormatError as exc:
+            message = str(exc)
+            raise CheckpointFormatError(
+                message if message.startswith(source) else f"{source}: {message}"
+            ) from None
         except _CORRUPTION_ERRORS as exc:
             raise CheckpointFormatError(
                 f"{source}: cannot read it as a {what}; the file is truncated, corrupt or "
-                f"in another format ({type(exc).__name__}: {exc})"
-            ) from exc
-    return _finalize(result)
+                f"in another format ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"
+            ) from None
+        finally:
+            _BUDGET.reset(token)
