@@ -52,6 +52,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.ratio = config_dict.placeholder(float)               # remove int(r*C) channels per layer (0.7: CAGC)
     c.channel_multiplier = config_dict.placeholder(int)    # divide every width of G (and D) by k (DGL-GAN)
     c.target_reduction = config_dict.placeholder(float)    # MAC reduction to aim for (e.g. 0.9573)
+    c.macs_key = "macs"              # target_reduction's MAC convention: macs (executed) | macs_nominal | macs_cagc
     c.overrides = ""                 # per-layer widths, e.g. 'b4.const=512,b8.conv0=100'
     c.surgery = "exact"              # exact (ToRGB gain rescaled) | as_released (CAGC/NICKEL: not rescaled)
     c.discriminator = "teacher"      # teacher (unchanged) | narrow (same rule, fresh init) | fresh (full width)
@@ -65,6 +66,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.mask_weights = ""              # face_parser: BiSeNet 79999_iter.pth (or a converted directory)
     c.l1_weights = "effective"       # l1_out: effective (CAGC) | raw
     c.seed = 0
+    c.force_fp32 = True              # score mixed-precision teachers in float32 (False: the model's precision)
     # outputs
     c.grid_seeds = "0-7"             # teacher vs student grid (noise_mode const, psi 1)
     c.overwrite = False
@@ -75,11 +77,12 @@ def default_config() -> ml_collections.ConfigDict:
 def options_from_config(config) -> PruneOptions:
     return PruneOptions(
         criterion=config.criterion, ratio=config.ratio, channel_multiplier=config.channel_multiplier,
-        target_reduction=config.target_reduction, overrides=config.overrides or None, surgery=config.surgery,
+        target_reduction=config.target_reduction, macs_key=config.macs_key, overrides=config.overrides or None,
+        surgery=config.surgery,
         discriminator=config.discriminator, student_init=config.student_init, n_sample=config.n_sample,
         batch_size=config.batch_size, noise_prob=config.noise_prob, noise_mode=config.noise_mode,
         mask=config.mask, mask_weights=config.mask_weights, l1_weights=config.l1_weights, seed=config.seed,
-        progress=config.progress)
+        force_fp32=config.force_fp32, progress=config.progress)
 
 
 # --------------------------------------------------------------------------- accounting
@@ -94,12 +97,14 @@ def count_params(net) -> dict[str, int]:
     return out
 
 
-def _macs(cfg) -> int | None:
+def _macs(cfg) -> tuple[int | None, int | None]:
+    """(executed MACs, MACs under CAGC's convention) of one image, or Nones without the cost module."""
     try:
         from gancomp_jax.metrics.cost import generator_cost
     except ImportError:
-        return None
-    return int(generator_cost(cfg)["macs"])
+        return None, None
+    cost = generator_cost(cfg)
+    return int(cost["macs"]), int(cost["macs_cagc"]) if "macs_cagc" in cost else None
 
 
 # --------------------------------------------------------------------------- outputs
@@ -167,9 +172,13 @@ def render_report(meta: dict, teacher_params, student_params, teacher_macs, stud
               f"| params (mapping) | {teacher_params['mapping']:,} | {student_params['mapping']:,} |",
               f"| params (synthesis) | {teacher_params['synthesis']:,} | {student_params['synthesis']:,} |",
               f"| params (total) | {teacher_params['total']:,} | {student_params['total']:,} |",
-              f"| MACs | {_fmt(teacher_macs)} | {_fmt(student_macs)} |"]
+              f"| MACs (executed) | {_fmt(teacher_macs)} | {_fmt(student_macs)} |"]
     if teacher_macs and student_macs:
-        lines.append(f"| MAC reduction | | {1 - student_macs / teacher_macs:.2%} |")
+        lines.append(f"| MAC reduction (compression rate) | | {1 - student_macs / teacher_macs:.2%} |")
+    if meta.get("macs_cagc"):
+        m = meta["macs_cagc"]
+        lines += [f"| MACs (CAGC convention) | {_fmt(m['teacher'])} | {_fmt(m['student'])} |",
+                  f"| MAC reduction (CAGC convention) | | {m['reduction']:.2%} |"]
     lines += ["", f"Teacher (top) vs untrained student (bottom), same seeds, const noise: ![grid]({grid_name})", ""]
     return "\n".join(lines), summary
 
@@ -193,11 +202,13 @@ def run(config, workdir: str) -> dict[str, Any]:
     student = result.networks["G_ema"]
     grid = comparison_grid(result.teacher, student, seeds)
     tp, sp = count_params(result.teacher), count_params(student)
-    tm, sm = _macs(result.teacher.config), _macs(student.config)
+    (tm, tm_cagc), (sm, sm_cagc) = _macs(result.teacher.config), _macs(student.config)
     meta = result.metadata
     meta["params"] = {"teacher": tp, "student": sp}
     if tm and sm:
         meta["macs"] = {"teacher": tm, "student": sm, "reduction": 1 - sm / tm}
+    if tm_cagc and sm_cagc:
+        meta["macs_cagc"] = {"teacher": tm_cagc, "student": sm_cagc, "reduction": 1 - sm_cagc / tm_cagc}
     report, summary = render_report(meta, tp, sp, tm, sm, "grid.png", seconds)
 
     out.mkdir(parents=True, exist_ok=True)

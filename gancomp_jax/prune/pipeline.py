@@ -21,8 +21,9 @@ from gancomp_jax.models.config import DiscriminatorConfig, GeneratorConfig, bloc
 from gancomp_jax.prune import criteria as crit
 from gancomp_jax.prune.masks import get_mask_fn
 from gancomp_jax.prune.surgery import select_kept, slice_generator
-from gancomp_jax.prune.widths import (check_multiplier, check_ratio, discriminator_widths, layer_names,
-                                      parse_overrides, ratio_for_reduction, student_widths)
+from gancomp_jax.prune.widths import (MACS_KEYS, check_multiplier, check_ratio, default_macs_fn,
+                                      discriminator_widths, layer_names, parse_overrides, ratio_for_reduction,
+                                      student_widths)
 
 SURGERIES = ("exact", "as_released")
 DISCRIMINATORS = ("teacher", "narrow", "fresh")
@@ -37,6 +38,7 @@ class PruneOptions:
     ratio: float | None = None
     channel_multiplier: int | None = None
     target_reduction: float | None = None
+    macs_key: str = "macs"
     overrides: str | Mapping[str, int] | None = None
     surgery: str = "exact"
     discriminator: str = "teacher"
@@ -49,6 +51,7 @@ class PruneOptions:
     mask_weights: str = ""
     l1_weights: str = "effective"
     seed: int = 0
+    force_fp32: bool = True
     progress: bool = True
 
 
@@ -76,7 +79,8 @@ def validate_options(o: PruneOptions) -> None:
     if o.target_reduction is not None and not 0 < float(o.target_reduction) < 1:
         raise ValueError(f"target_reduction must be in (0, 1), got {o.target_reduction}")
     parse_overrides(o.overrides)
-    for name, value, allowed in (("surgery", o.surgery, SURGERIES), ("discriminator", o.discriminator, DISCRIMINATORS),
+    for name, value, allowed in (("macs_key", o.macs_key, MACS_KEYS), ("surgery", o.surgery, SURGERIES),
+                                 ("discriminator", o.discriminator, DISCRIMINATORS),
                                  ("student_init", o.student_init, STUDENT_INITS)):
         if value not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
@@ -94,8 +98,10 @@ def plan_widths(cfg: GeneratorConfig, o: PruneOptions, macs_fn=None) -> tuple[tu
     info: dict[str, Any] = {}
     ratio = o.ratio
     if o.target_reduction is not None:
-        ratio, achieved = ratio_for_reduction(cfg, o.target_reduction, macs_fn, o.overrides)
-        info.update(ratio=ratio, target_reduction=float(o.target_reduction), achieved_reduction=achieved)
+        ratio, achieved = ratio_for_reduction(cfg, o.target_reduction, macs_fn or default_macs_fn(o.macs_key),
+                                              o.overrides)
+        info.update(ratio=ratio, target_reduction=float(o.target_reduction), achieved_reduction=achieved,
+                    macs_convention=o.macs_key)
     elif ratio is not None:
         info["ratio"] = float(ratio)
     else:
@@ -161,7 +167,8 @@ def prune(networks: Mapping[str, Network], o: PruneOptions, teacher_source: str 
     """Scores the teacher generator, slices the student and builds its D and metadata."""
     g_name, teacher, widths, info, mask_fn = prepare(networks, o, macs_fn)
     cfg = teacher.config
-    scores = crit.compute_scores(o.criterion, _scoring_inputs(o, cfg, teacher.variables, mask_fn))
+    score_cfg = cfg.replace(num_mixed_res=0) if o.force_fp32 else cfg
+    scores = crit.compute_scores(o.criterion, _scoring_inputs(o, score_cfg, teacher.variables, mask_fn))
     key_g, key_d = jax.random.split(jax.random.fold_in(jax.random.key(int(o.seed)), 1))
     if o.student_init == "sliced":
         kept = select_kept(scores, cfg, widths)
@@ -189,7 +196,7 @@ def prune(networks: Mapping[str, Network], o: PruneOptions, teacher_source: str 
         "discriminator": o.discriminator,
         "scoring": {"n_sample": int(o.n_sample), "batch_size": int(o.batch_size), "noise_prob": float(o.noise_prob),
                     "noise_mode": o.noise_mode, "mask": o.mask if isinstance(o.mask, str) else repr(o.mask),
-                    "l1_weights": o.l1_weights, "seed": int(o.seed)},
+                    "l1_weights": o.l1_weights, "seed": int(o.seed), "force_fp32": bool(o.force_fp32)},
         "teacher": {"source": str(teacher_source), "sha256": teacher_digest, "network": g_name},
         "layers": names,
         "teacher_channels": list(cfg.channels),

@@ -201,11 +201,20 @@ class _LazyKeys:
         return self.fn(self.items[i])
 
 
-def default_macs_fn() -> Callable[[GeneratorConfig], int]:
-    """``cfg -> total MACs`` from the project's cost accounting (``gancomp_jax.metrics.cost``)."""
+MACS_KEYS = ("macs", "macs_nominal", "macs_cagc")
+
+
+def default_macs_fn(key: str = "macs") -> Callable[[GeneratorConfig], int]:
+    """``cfg -> total MACs`` from the project's cost accounting (``gancomp_jax.metrics.cost``).
+
+    ``key`` picks the counting convention: ``'macs'`` (executed), ``'macs_nominal'`` or
+    ``'macs_cagc'`` (CAGC's ``Util/Calculators.py`` convention).
+    """
+    if key not in MACS_KEYS:
+        raise ValueError(f"MAC convention must be one of {MACS_KEYS}, got {key!r}")
     try:
         from gancomp_jax.metrics.cost import generator_cost
     except ImportError as e:
         raise ValueError("target_reduction needs MAC counting from gancomp_jax.metrics.cost "
                          f"(generator_cost), which is not available: {e}") from None
-    return lambda cfg: int(generator_cost(cfg)["macs"])
+    return lambda cfg: int(generator_cost(cfg)[key])
