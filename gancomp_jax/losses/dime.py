@@ -67,16 +67,19 @@ def moment_loss(feats: jnp.ndarray, first: jnp.ndarray, second: jnp.ndarray,
 
     Args:
       feats: student embeddings ``[N, d]``.
-      first, second: global moments ``[d]``.
+      first, second: global moments ``[d]``, or per-group targets ``[groups, d]`` (e.g. the
+        teacher's moments on the same latents when no global statistics are used).
       groups: moments are estimated on ``groups`` contiguous chunks of ``N/groups`` samples
         and the per-chunk losses are averaged.
     """
     d = feats.shape[-1]
-    if first.shape != (d,) or second.shape != (d,):
-        raise ValueError(f"global moments must have shape ({d},), got {first.shape} and {second.shape}")
+    ok = ((d,), (groups, d))
+    if first.shape not in ok or second.shape not in ok:
+        raise ValueError(f"target moments must have shape ({d},) or ({groups}, {d}), "
+                         f"got {first.shape} and {second.shape}")
     m1, m2 = raw_moments(feats, groups)
-    l1 = jnp.mean(jnp.abs(m1 - first.astype(jnp.float32)[None]), axis=1)
-    l2 = jnp.mean(jnp.abs(m2 - second.astype(jnp.float32)[None]), axis=1)
+    l1 = jnp.mean(jnp.abs(m1 - jnp.broadcast_to(first.astype(jnp.float32), m1.shape)), axis=1)
+    l2 = jnp.mean(jnp.abs(m2 - jnp.broadcast_to(second.astype(jnp.float32), m2.shape)), axis=1)
     return jnp.mean(l1), jnp.mean(l2)
 
 
