@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -108,8 +109,8 @@ def test_generator_macs_match_xla_paper256(ratio):
     assert cost["macs"] == sum(l["macs"] for l in cost["layers"])
 
 
-@pytest.mark.parametrize("arch", ["skip", "orig", "resnet"])
-@pytest.mark.parametrize("impl", ["shared", "grouped"])
+@pytest.mark.parametrize("arch,impl", [("skip", "shared"), ("skip", "grouped"), ("resnet", "shared"),
+                                       ("orig", "grouped")])
 def test_generator_macs_match_xla_small(arch, impl):
     cfg = GeneratorConfig(img_resolution=32, channels=(96, 80, 72, 64, 64, 56, 48, 40), z_dim=64, w_dim=64,
                           c_dim=5, mapping_layers=2, architecture=arch, modconv_impl=impl)
@@ -183,8 +184,22 @@ def test_compression_rate_and_errors():
 # ------------------------------------------------------------------------------ tools/profile.py
 
 def run_profile(*args):
+    """The real command line (a subprocess)."""
     return subprocess.run([sys.executable, str(REPO / "tools" / "profile.py"), *map(str, args)],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def profile_tool():
+    """tools/profile.py imported in-process (its main() takes argv)."""
+    spec = importlib.util.spec_from_file_location("profile_tool", REPO / "tools" / "profile.py")
+    module = importlib.util.module_from_spec(spec)
+    saved = list(sys.path)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = saved
+    return module
 
 
 def test_profile_pruned_rosinality_pt(fixtures_dir, tmp_path):
@@ -206,11 +221,11 @@ def test_profile_pruned_rosinality_pt(fixtures_dir, tmp_path):
     assert "b8.conv0" in r.stdout and "total" in r.stdout
 
 
-def test_profile_preset_ratio_and_latency(tmp_path):
+def test_profile_preset_ratio_and_latency(tmp_path, profile_tool, capsys):
     out = tmp_path / "p.json"
-    r = run_profile("preset:tiny16", "--ratio", "0.5", "--json", out, "--latency", "--batch", "1,2",
-                    "--repeats", "1")
-    assert r.returncode == 0, r.stderr
+    assert profile_tool.main(["preset:tiny16", "--ratio", "0.5", "--json", str(out), "--latency",
+                              "--batch", "1,2", "--repeats", "1"]) == 0
+    assert "images/s" in capsys.readouterr().out
     d = json.loads(out.read_text())
     assert d["generator"]["widths"] == [16] * 6
     assert 0 < d["compression"]["rate"] < 1
@@ -218,12 +233,11 @@ def test_profile_preset_ratio_and_latency(tmp_path):
     assert d["latency"]["batches"]["2"]["images_per_second"] > 0
 
 
-def test_profile_width_rule_paper256(tmp_path):
+def test_profile_width_rule_paper256(tmp_path, profile_tool):
     """r removes floor(r·C) channels: 512→154/52, 256→77/26, 128→39/13, 64→20/7."""
     for ratio, want in ((0.7, {512: 154, 256: 77, 128: 39, 64: 20}), (0.9, {512: 52, 256: 26, 128: 13, 64: 7})):
         out = tmp_path / f"p{ratio}.json"
-        r = run_profile("preset:paper256", "--ratio", ratio, "--json", out)
-        assert r.returncode == 0, r.stderr
+        assert profile_tool.main(["preset:paper256", "--ratio", str(ratio), "--json", str(out)]) == 0
         teacher = get_preset("paper256").generator.channels
         assert json.loads(out.read_text())["generator"]["widths"] == [want[c] for c in teacher]
 
@@ -233,6 +247,7 @@ def test_profile_width_rule_paper256(tmp_path):
     (("preset:tiny16", "--ratio", "1.0"), "--ratio must be in"),
     (("preset:nope",), "unknown model preset"),
 ])
-def test_profile_bad_input(args, msg):
-    r = run_profile(*args)
-    assert r.returncode == 2 and r.stderr.startswith("error:") and msg in r.stderr, r.stderr
+def test_profile_bad_input(args, msg, profile_tool, capsys):
+    assert profile_tool.main(list(args)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and msg in err and err.count("\n") == 1, err

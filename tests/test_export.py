@@ -9,6 +9,8 @@ student. The exported rosinality state dicts must equal the fixture's own, tenso
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import subprocess
 import sys
@@ -26,7 +28,8 @@ from gancomp_jax import checkpoints
 from gancomp_jax.convert import import_torch
 from gancomp_jax.export import export_model
 from gancomp_jax.export.nvlabs_safetensors import load_nvlabs_safetensors, save_nvlabs_safetensors
-from gancomp_jax.export.rosinality import generator_to_rosinality, save_rosinality_pt
+from gancomp_jax.export.rosinality import (generator_to_rosinality, rosinality_compat_warnings,
+                                          save_rosinality_pt)
 from gancomp_jax.export.torch_zip import write_torch_zip
 from gancomp_jax.io import load_rosinality_pt
 from gancomp_jax.models import Generator, GeneratorConfig
@@ -48,9 +51,24 @@ def assert_same_variables(a, b):
         assert np.array_equal(np.asarray(fa[k]), np.asarray(fb[k])), k
 
 
+@functools.lru_cache(maxsize=None)
+def _g_fn(config):
+    return jax.jit(lambda v, z: Generator(config).apply(v, z, truncation_psi=0.7, noise_mode="const"))
+
+
 def images(net, seed=0, n=3):
     z = jnp.asarray(np.random.RandomState(seed).randn(n, net.config.z_dim), jnp.float32)
-    return np.asarray(Generator(net.config).apply(net.variables, z, truncation_psi=0.7, noise_mode="const"))
+    return np.asarray(_g_fn(net.config)(net.variables, z))
+
+
+def random_generator(cfg, seed=0):
+    """The real architecture's variables (shapes from the module) filled with random values at
+    a natural scale: every tensor, noise strengths and w_avg included, is non-trivial."""
+    rng = np.random.RandomState(seed)
+    shapes = flat(checkpoints.abstract_variables("generator", cfg))
+    values = {k: np.asarray(rng.randn(*v.shape) * (0.1 if k.endswith(("noise_strength", "bias")) else 1.0),
+                            np.float32) for k, v in shapes.items()}
+    return checkpoints.Network("generator", cfg, traverse_util.unflatten_dict(values, sep="/"))
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +119,7 @@ def test_images_match_rosinality_reference(fixtures_dir, fixture_pt, tmp_path):
     export_model(fixture_pt, tmp_path / "out", which=["G_ema"], writer="zip")
     net = import_torch(tmp_path / "out" / "rosinality.pt")["G_ema"]
     z = jnp.asarray(ref["in/z"])
-    img = Generator(net.config).apply(net.variables, z, noise_mode="const")
+    img = jax.jit(lambda v, z: Generator(net.config).apply(v, z, noise_mode="const"))(net.variables, z)
     np.testing.assert_allclose(np.transpose(np.asarray(img), (0, 3, 1, 2)), ref["out/img_const_noise"], atol=1e-3)
 
 
@@ -136,15 +154,7 @@ def test_safetensors_is_an_nvlabs_state_dict(source, tmp_path):
 def test_nonuniform_student_round_trip(tmp_path):
     """A freshly initialised student with widths that follow no schedule, saved as our model
     directory, exported both ways and read back: identical variables and images."""
-    net = checkpoints.init_network("generator", NONUNIFORM, jax.random.key(3))
-    # non-trivial noise strengths and w_avg, so a dropped tensor cannot hide
-    flat_v = flat(net.variables)
-    rng = np.random.RandomState(0)
-    for k in flat_v:
-        if k.endswith("noise_strength") or k.endswith("w_avg"):
-            flat_v[k] = np.asarray(rng.randn(*np.shape(flat_v[k])), np.float32)
-    net = checkpoints.Network("generator", NONUNIFORM,
-                              jax.tree.map(np.asarray, traverse_util.unflatten_dict(flat_v, sep="/")))
+    net = random_generator(NONUNIFORM, seed=3)
     model = checkpoints.save_model(tmp_path / "student", {"G_ema": net})
     summary = export_model(model, tmp_path / "out")
     assert summary["networks"]["G_ema"]["widths"] == list(NONUNIFORM.channels)
@@ -180,7 +190,7 @@ def test_zip_writer_matches_torch_save(tmp_path):
 
 def test_unrepresentable_generators(tmp_path):
     resnet = NONUNIFORM.replace(architecture="resnet")
-    net = checkpoints.init_network("generator", resnet, jax.random.key(0))
+    net = random_generator(resnet)
     with pytest.raises(ValueError, match="architecture 'resnet'"):
         generator_to_rosinality(net.variables, resnet)
     model = checkpoints.save_model(tmp_path / "resnet", {"G_ema": net})
@@ -188,11 +198,9 @@ def test_unrepresentable_generators(tmp_path):
         export_model(model, tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing written
     export_model(model, tmp_path / "out", formats=("safetensors",))  # the NVlabs layout works
-    clamped = NONUNIFORM.replace(conv_clamp=256.0)
-    model = checkpoints.save_model(tmp_path / "clamped",
-                                   {"G_ema": checkpoints.init_network("generator", clamped, jax.random.key(0))})
-    summary = export_model(model, tmp_path / "out2", writer="zip")
-    assert any("conv_clamp" in w for w in summary["warnings"])
+    warnings = rosinality_compat_warnings(NONUNIFORM.replace(conv_clamp=256.0, mapping_lr_multiplier=0.1))
+    assert any("conv_clamp" in w for w in warnings) and any("lr_mlp=0.1" in w for w in warnings)
+    assert rosinality_compat_warnings(NONUNIFORM) == []
 
 
 def run_tool(*args):
@@ -200,16 +208,28 @@ def run_tool(*args):
                           capture_output=True, text=True, cwd=REPO, timeout=300)
 
 
-def test_export_cli(fixture_pt, tmp_path):
+def load_tool():
+    spec = importlib.util.spec_from_file_location("export_pt_tool", REPO / "tools" / "export_pt.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_export_cli(fixture_pt, tmp_path, capsys):
     out = tmp_path / "exp"
-    r = run_tool(fixture_pt, out, "--writer", "zip")
+    r = run_tool(fixture_pt, out, "--writer", "zip")  # the real command line, once
     assert r.returncode == 0, r.stderr
+    assert "rosinality.pt" in r.stdout and "[48, 48, 40, 40, 24, 24]" in r.stdout
     assert sorted(p.name for p in out.iterdir()) == [
         "D.nvlabs.safetensors", "G.nvlabs.safetensors", "G_ema.nvlabs.safetensors", "export.json", "rosinality.pt"]
     assert json.loads((out / "export.json").read_text())["networks"]["G_ema"]["widths"] == [48, 48, 40, 40, 24, 24]
-    r = run_tool(fixture_pt, out)  # exists
-    assert r.returncode == 2 and r.stderr.startswith("error:") and "already exists" in r.stderr
-    r = run_tool(tmp_path / "missing.pt", tmp_path / "x")
-    assert r.returncode == 2 and "does not exist" in r.stderr and not (tmp_path / "x").exists()
-    r = run_tool(fixture_pt, tmp_path / "y", "--which", "G_ema,Q")
-    assert r.returncode == 2 and "not in the model" in r.stderr and not (tmp_path / "y").exists()
+    tool = load_tool()
+    for args, msg, target in (
+            ((fixture_pt, out), "already exists", None),
+            ((tmp_path / "missing.pt", tmp_path / "x"), "does not exist", tmp_path / "x"),
+            ((fixture_pt, tmp_path / "y", "--which", "G_ema,Q"), "not in the model", tmp_path / "y"),
+            ((fixture_pt, tmp_path / "z", "--format", "onnx"), "unknown export format", tmp_path / "z")):
+        assert tool.main([str(a) for a in args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and msg in err and err.count("\n") == 1, err
+        assert target is None or not target.exists()

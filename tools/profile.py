@@ -129,12 +129,14 @@ def measure_latency(net, batches: list[int], repeats: int) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from gancomp_jax import checkpoints
     from gancomp_jax.models import Generator
 
     kind, cfg = _kind_config(net)
-    if isinstance(net, tuple):
-        variables = checkpoints.init_network("generator", cfg, jax.random.key(0)).variables
+    if isinstance(net, tuple):  # an architecture only: NVlabs-initialised random weights
+        def init(key):
+            c = jnp.zeros((1, cfg.c_dim)) if cfg.c_dim else None
+            return Generator(cfg).init({"params": key}, jnp.zeros((1, cfg.z_dim)), c, noise_mode="const")
+        variables = jax.jit(init)(jax.random.key(0))
     else:
         variables = net.variables
     variables = jax.device_put(jax.tree.map(jnp.asarray, variables))
