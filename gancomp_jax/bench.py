@@ -74,20 +74,29 @@ def bench_discriminator(preset, batch: int, iters: int) -> dict[str, float]:
 def bench_train(preset, batch: int, iters: int, impl: str) -> dict[str, float]:
     """Per-phase step times on one device with random real images; the amortised iteration time
     counts the lazy regularisers the preset uses at their intervals (path length 1/4, R1 1/16)."""
+    from gancomp_jax.methods import stylegan2
+    from gancomp_jax.methods.base import BuildEnv
+    from gancomp_jax.models.presets import Preset
+    from gancomp_jax.train.config import default_train_config
+    from gancomp_jax.train.networks import Networks
     from gancomp_jax.train.state import init_state, lazy_adam
-    from gancomp_jax.train.steps import Hyper, build_steps
+    from gancomp_jax.train.steps import build_steps
 
     t = preset.training
     g_cfg = preset.generator.replace(modconv_impl=impl)
     d_cfg = preset.discriminator
-    hyper = Hyper(batch_size=batch, r1_gamma=t["r1_gamma"], pl_weight=t["pl_weight"],
-                  style_mixing_prob=t["style_mixing_prob"], ema_kimg=t["ema_kimg"])
-    G = Generator(g_cfg)
-    D = Discriminator(d_cfg)
-    g_tx = lazy_adam(t["lr"], (0.0, 0.99), 1e-8, hyper.pl_interval)
-    d_tx = lazy_adam(t["lr"], (0.0, 0.99), 1e-8, hyper.r1_interval)
-    state = jax.jit(lambda: init_state(g_cfg, d_cfg, g_tx, d_tx, jax.random.key(0)))()
-    steps = build_steps(G, D, g_tx, d_tx, hyper)
+    cfg = default_train_config()
+    cfg.batch_size, cfg.lr, cfg.r1_gamma, cfg.ema_kimg = batch, t["lr"], t["r1_gamma"], t["ema_kimg"]
+    cfg.style_mixing_prob, cfg.ema_rampup = t["style_mixing_prob"], 0.0
+    cfg.pl_weight = t["pl_weight"] or 2.0  # time the path-length step even where the preset skips it
+    method = stylegan2.build(cfg, BuildEnv(batch, 1, 1, Preset(g_cfg, d_cfg, {})))
+    nets = Networks(method, 1)
+    txs = {r: lazy_adam(o.lr, o.betas, o.eps, method.reg_interval(r)) for r, o in method.optimizers.items()}
+    k = jax.random.split(jax.random.key(0), 3)
+    state = jax.jit(lambda: init_state({r: nets.init_variables(r, k[i]) for i, r in enumerate(("G", "D"))},
+                                       txs, ("G",), method.extra_state, k[2]))()
+    steps = build_steps(method, nets.modules, txs, batch)
+    fns = {p.name: fn for p, fn in steps.phases}
     res = g_cfg.img_resolution
     batch_data = {"image": jax.random.uniform(jax.random.key(2), (batch, res, res, 3), minval=-1, maxval=1),
                   "label": jnp.zeros((batch,), jnp.int32)}
@@ -102,16 +111,16 @@ def bench_train(preset, batch: int, iters: int, impl: str) -> dict[str, float]:
         out[f"train_{name}_compile_s"] = first - step
         out[f"train_{name}_s"] = step
 
-    phase("g_main", steps.g_main)
-    phase("g_reg", steps.g_reg)
-    phase("d_main", lambda s: steps.d_main(s, batch_data))
-    phase("d_reg", lambda s: steps.d_reg(s, batch_data))
+    phase("g_main", lambda s: fns["Gmain"](s, {}, batch_data))
+    phase("g_reg", lambda s: fns["Greg"](s, {}, batch_data))
+    phase("d_main", lambda s: fns["Dmain"](s, {}, batch_data))
+    phase("d_reg", lambda s: fns["Dreg"](s, {}, batch_data))
     phase("ema", steps.ema)
     it = out["train_g_main_s"] + out["train_d_main_s"] + out["train_ema_s"]
-    if hyper.pl_weight > 0:
-        it += out["train_g_reg_s"] / hyper.pl_interval
-    if hyper.r1_gamma > 0:
-        it += out["train_d_reg_s"] / hyper.r1_interval
+    if t["pl_weight"] > 0:
+        it += out["train_g_reg_s"] / int(cfg.pl_interval)
+    if t["r1_gamma"] > 0:
+        it += out["train_d_reg_s"] / int(cfg.r1_interval)
     out["train_sec_per_step"] = it
     out["train_img_per_s"] = batch / it
     out["train_kimg_per_hour"] = batch / it * 3600 / 1000

@@ -23,16 +23,15 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-from gancomp_jax.models import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from gancomp_jax.models import DiscriminatorConfig, GeneratorConfig, registry
+from gancomp_jax.models.registry import KINDS, abstract_variables  # noqa: F401  (network construction)
 
 FORMAT = "gancomp_jax.model"
 VERSION = 1
-KINDS = {"generator": (GeneratorConfig, Generator), "discriminator": (DiscriminatorConfig, Discriminator)}
 
 
 @dataclasses.dataclass
@@ -44,31 +43,9 @@ class Network:
     variables: dict[str, Any]
 
 
-def abstract_variables(kind: str, config) -> dict[str, Any]:
-    """Shapes/dtypes of a network's variables (``params`` and ``buffers``) without computing them."""
-    module = KINDS[kind][1](config)
-    if kind == "generator":
-        z = jnp.zeros((1, config.z_dim))
-        c = jnp.zeros((1, config.c_dim)) if config.c_dim else None
-        fn = lambda: module.init({"params": jax.random.key(0)}, z, c, noise_mode="const")
-    else:
-        img = jnp.zeros((1, config.img_resolution, config.img_resolution, config.img_channels))
-        c = jnp.zeros((1, config.c_dim)) if config.c_dim else None
-        fn = lambda: module.init({"params": jax.random.key(0)}, img, c)
-    return dict(jax.eval_shape(fn))
-
-
 def init_network(kind: str, config, key: jax.Array) -> Network:
     """A freshly initialised network (NVlabs initialisation)."""
-    module = KINDS[kind][1](config)
-    if kind == "generator":
-        c = jnp.zeros((1, config.c_dim)) if config.c_dim else None
-        variables = module.init({"params": key}, jnp.zeros((1, config.z_dim)), c, noise_mode="const")
-    else:
-        c = jnp.zeros((1, config.c_dim)) if config.c_dim else None
-        img = jnp.zeros((1, config.img_resolution, config.img_resolution, config.img_channels))
-        variables = module.init({"params": key}, img, c)
-    return Network(kind, config, dict(variables))
+    return Network(kind, config, registry.init_variables(kind, config, key))
 
 
 def check_variables(name: str, network: Network) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from gancomp_jax import checkpoints
-from gancomp_jax.train import steps as steps_mod
+from gancomp_jax.methods import stylegan2 as sg2_method
 from gancomp_jax.train.config import default_train_config
 from gancomp_jax.train.trainer import NonFiniteLossError, train
 
@@ -46,8 +46,8 @@ def tiny_config(**overrides):
 
 
 def params_of(result):
-    return jax.device_get({"g": result.state.g, "g_ema": result.state.g_ema, "d": result.state.d,
-                           "pl_mean": result.state.pl_mean})
+    return jax.device_get({"g": result.state.params["G"], "g_ema": result.state.ema["G"],
+                           "d": result.state.params["D"], "extra": result.state.extra, "opt": result.state.opt})
 
 
 def assert_trees_equal(a, b):
@@ -78,7 +78,7 @@ def test_outputs_on_disk(reference_run):
     nets = checkpoints.load_model(w / "model")
     assert set(nets) == {"G", "G_ema", "D"}
     np.testing.assert_array_equal(nets["G_ema"].variables["params"]["synthesis"]["b4"]["const"],
-                                  np.asarray(reference_run.state.g_ema["params"]["synthesis"]["b4"]["const"]))
+                                  np.asarray(reference_run.state.ema["G"]["params"]["synthesis"]["b4"]["const"]))
 
 
 def test_stop_and_resume_equals_uninterrupted(reference_run, tmp_path):
@@ -141,21 +141,21 @@ def test_four_devices_equal_one_device(tmp_path, four_device_run):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=2e-5,
                                    err_msg=jax.tree_util.keystr(path))
     # The batch really was split: the step ran on 4 devices.
-    assert len(four.state.g["params"]["synthesis"]["b4"]["const"].sharding.device_set) == 4
+    assert len(four.state.params["G"]["params"]["synthesis"]["b4"]["const"].sharding.device_set) == 4
 
 
 def test_fsdp_sharding_runs_and_matches(tmp_path):
     rep = train(tiny_config(total_steps=1, mesh_devices=4), tmp_path / "rep")
     fsdp = train(tiny_config(total_steps=1, mesh_devices=4, sharding="fsdp"), tmp_path / "fsdp")
-    w = fsdp.state.g["params"]["synthesis"]["b16"]["conv1"]["weight"]
+    w = fsdp.state.params["G"]["params"]["synthesis"]["b16"]["conv1"]["weight"]
     assert not w.sharding.is_fully_replicated
-    np.testing.assert_allclose(np.asarray(w), np.asarray(rep.state.g["params"]["synthesis"]["b16"]["conv1"]["weight"]),
+    np.testing.assert_allclose(np.asarray(w), np.asarray(rep.state.params["G"]["params"]["synthesis"]["b16"]["conv1"]["weight"]),
                                rtol=1e-4, atol=2e-5)
 
 
 def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     train(tiny_config(total_steps=2), tmp_path)
-    monkeypatch.setitem(steps_mod.G_TERMS, "poison", lambda p: np.float32("nan") * p.logits.mean())
+    monkeypatch.setitem(sg2_method.G_TERMS, "poison", lambda logits: np.float32("nan") * logits.mean())
     cfg = tiny_config(total_steps=6)
     cfg.loss.g = {"nonsaturating": 1.0, "poison": 1.0}
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 2: .*G/loss.*Last good checkpoint: step 2"):
@@ -199,7 +199,7 @@ def test_two_processes_equal_one_process(tmp_path, four_device_run):
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]
     nets = checkpoints.load_model(tmp_path / "model")
-    ref = jax.device_get({"G_ema": four_device_run.state.g_ema, "D": four_device_run.state.d})
+    ref = jax.device_get({"G_ema": four_device_run.state.ema["G"], "D": four_device_run.state.params["D"]})
     for name in ("G_ema", "D"):
         got = nets[name].variables
         for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(ref[name])[0], jax.tree.leaves(got)):
@@ -214,4 +214,4 @@ def test_mixed_precision_training_step(tmp_path):
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(v) for l in lines for v in l.values())
     # parameters (and their updates) stay float32
-    assert res.state.g["params"]["synthesis"]["b16"]["conv1"]["weight"].dtype == np.float32
+    assert res.state.params["G"]["params"]["synthesis"]["b16"]["conv1"]["weight"].dtype == np.float32

@@ -1,27 +1,131 @@
-"""Training checkpoints with Orbax: train state + input-pipeline position + run metadata.
+"""Training checkpoints with Orbax: train state + input-pipeline position + run metadata,
+each sealed with a checksum manifest.
 
 ``WORKDIR/checkpoints/<step>/{state,data,meta}``; Orbax writes each checkpoint to a temporary
 directory and renames it when complete, so a run killed mid-save resumes from the previous
 complete checkpoint. Only the newest ``max_to_keep`` checkpoints are kept.
+
+Integrity: once a checkpoint is complete on disk, process 0 writes
+``<step>/checksums.json`` (sha256 and size of every file in it). At restore, checkpoints are
+verified newest first; one that is unsealed (no manifest: the run died before sealing it) or
+whose files do not match (truncated, bytes flipped) is moved to ``WORKDIR/checkpoints_rejected/``
+with a one-line warning, and the newest intact one is used. Only sealed, verified checkpoints
+are named "good".
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
 import flax
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
+
+MANIFEST = "checksums.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(step_dir: Path) -> list[Path]:
+    return sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def write_manifest(step_dir: Path) -> None:
+    """Seals a complete checkpoint: ``{relative path: [sha256, size]}`` written atomically."""
+    entries = {str(p.relative_to(step_dir)): [_sha256(p), p.stat().st_size] for p in _files(step_dir)}
+    tmp = step_dir / f".{MANIFEST}.{uuid.uuid4().hex[:8]}"
+    tmp.write_text(json.dumps({"format": "gancomp_jax.checkpoint_checksums", "version": 1, "files": entries},
+                              indent=0, sort_keys=True))
+    tmp.rename(step_dir / MANIFEST)
+
+
+def verify(step_dir: Path) -> str | None:
+    """None if ``step_dir`` is sealed and every listed file matches; else what is wrong."""
+    manifest = step_dir / MANIFEST
+    if not manifest.is_file():
+        return "not sealed (no checksums.json: the run stopped before the checkpoint was complete)"
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return "its checksums.json is unreadable"
+    for rel, (digest, size) in sorted(files.items()):
+        p = step_dir / rel
+        if not p.is_file():
+            return f"file {rel} is missing"
+        if p.stat().st_size != size:
+            return f"file {rel} has {p.stat().st_size} bytes, expected {size}"
+        if _sha256(p) != digest:
+            return f"file {rel} does not match its checksum"
+    return None
+
+
+def _step_dirs(directory: Path) -> list[tuple[int, Path]]:
+    if not directory.is_dir():
+        return []
+    return sorted(((int(p.name), p) for p in directory.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True)
+
+
+def _legacy(step_dir: Path) -> bool:
+    """A checkpoint of the trainer before checksums (no ``state_format`` in its metadata)."""
+    try:
+        meta = json.loads((step_dir / "meta" / "metadata").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(meta, dict) and "state_format" not in meta and "model" in meta
+
+
+def select_intact(directory: str | Path, is_main: bool = True) -> int | None:
+    """The newest verified checkpoint step in ``directory`` (None if none). Newer checkpoints
+    that fail verification are moved aside (by process 0) with a warning line each.
+
+    Raises ValueError for checkpoints of the trainer before the method redesign (not resumable)."""
+    directory = Path(directory)
+    for step, path in _step_dirs(directory):
+        if not (path / MANIFEST).is_file() and _legacy(path):
+            raise ValueError(f"{directory} holds checkpoints of an older version of the trainer, which cannot be "
+                             f"resumed; use a new --workdir (its model/ directory, if any, is still usable)")
+        problem = verify(path)
+        if problem is None:
+            return step
+        if is_main:
+            rejected = directory.parent / "checkpoints_rejected"
+            rejected.mkdir(exist_ok=True)
+            target = rejected / f"{step}-{uuid.uuid4().hex[:6]}"
+            logging.warning("checkpoint %s is unusable (%s); moved it to %s and falling back to an older one",
+                            path, problem, target)
+            print(f"warning: checkpoint {path} is unusable ({problem}); moved to {target}, "
+                  f"falling back to the previous one", flush=True)
+            shutil.move(str(path), str(target))
+    return None
 
 
 class TrainCheckpointer:
-    def __init__(self, directory: str | Path, max_to_keep: int = 3, async_save: bool = True):
+    """Orbax manager for ``WORKDIR/checkpoints`` with sealing (see module docstring).
+
+    Construct it after :func:`select_intact` has removed unusable checkpoints.
+    """
+
+    def __init__(self, directory: str | Path, max_to_keep: int = 3, async_save: bool = True,
+                 is_main: bool = True):
         self.directory = Path(directory).absolute()
+        self.is_main = is_main
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                enable_async_checkpointing=async_save)
         self._mngr = ocp.CheckpointManager(self.directory, options=options,
                                            item_names=("state", "data", "meta"))
+        self._unsealed: list[int] = []
 
     def latest_step(self) -> int | None:
         return self._mngr.latest_step()
@@ -29,11 +133,37 @@ class TrainCheckpointer:
     def all_steps(self) -> list[int]:
         return list(self._mngr.all_steps())
 
+    def seal(self) -> None:
+        """Waits for pending saves and writes their checksum manifests."""
+        self._mngr.wait_until_finished()
+        if self.is_main:
+            for step in self._unsealed:
+                step_dir = self.directory / str(step)
+                if step_dir.is_dir():  # may have been pruned by max_to_keep meanwhile
+                    write_manifest(step_dir)
+        self._unsealed = []
+
+    def seal_if_done(self) -> None:
+        """Seals finished saves without waiting (called every iteration: keeps the window in
+        which the newest checkpoint is complete but unsealed short)."""
+        if self.is_main and self._unsealed and not self._mngr.is_saving_in_progress():
+            self.seal()
+
     def save(self, step: int, state: Any, data_state: dict, meta: dict) -> None:
+        self.seal()  # the previous save is complete by now in almost every case: cheap
         self._mngr.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
             data=ocp.args.JsonSave(data_state),
             meta=ocp.args.JsonSave(meta)))
+        self._unsealed.append(step)
+
+    def last_good_step(self) -> int | None:
+        """The newest sealed checkpoint whose files verify now (None if none)."""
+        self.seal()
+        for step, path in _step_dirs(self.directory):
+            if verify(path) is None:
+                return step
+        return None
 
     def restore_meta(self, step: int) -> dict:
         """Only the run metadata of checkpoint ``step`` (cheap; read before the state)."""
@@ -51,8 +181,8 @@ class TrainCheckpointer:
         return state, dict(restored["data"]), dict(restored["meta"])
 
     def wait(self) -> None:
-        self._mngr.wait_until_finished()
+        self.seal()
 
     def close(self) -> None:
-        self._mngr.wait_until_finished()
+        self.seal()
         self._mngr.close()

@@ -14,6 +14,9 @@ def default_train_config() -> ml_collections.ConfigDict:
     c.job = "train"
     c.seed = 0
 
+    # The training method (gancomp_jax/methods/<name>.py); its own keys go here too.
+    c.method = ml_collections.ConfigDict({"name": "stylegan2"})
+
     c.model = ml_collections.ConfigDict()
     c.model.preset = "small32"          # gancomp_jax.models.presets
     c.model.resolution = 0               # 0: the preset's
@@ -62,4 +65,12 @@ def default_train_config() -> ml_collections.ConfigDict:
     c.grid_rows = 4
     c.grid_cols = 8
     c.progress = True
+
+    # Evaluation during training (hooks: 'package.module:factory' strings, factory(config) ->
+    # hook(step, {exported name: checkpoints.Network}) -> {metric: value}; logged as Eval/<metric>).
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every_kimg = 0.0              # 0: never
+    c.eval.hooks = ()
+    c.eval.best_metric = ""              # e.g. 'fid': keep WORKDIR/best_model of the best value
+    c.eval.best_mode = "min"             # 'min' | 'max'
     return c

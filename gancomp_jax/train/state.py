@@ -1,15 +1,13 @@
-"""Training state (one pytree) and the Adam optimisers with lazy-regularisation correction."""
+"""Training state (one pytree, keyed by role) and Adam with the lazy-regularisation correction."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import flax
 import jax
 import jax.numpy as jnp
 import optax
-
-from gancomp_jax import checkpoints
 
 
 @flax.struct.dataclass
@@ -18,21 +16,19 @@ class TrainState:
 
     Attributes:
       step: completed iterations (int32 scalar).
-      g: generator variables ``{'params', 'buffers'}`` (buffers: ``w_avg``, ``noise_const``).
-      g_ema: exponential moving average of ``g`` (buffers copied from ``g``).
-      d: discriminator variables ``{'params'}``.
-      g_opt, d_opt: optimiser states.
-      pl_mean: running mean of path lengths (float32 scalar).
-      key: raw PRNG key data (``uint32``); step keys are ``fold_in(key, step)``.
+      params: trainable role → variables (generators ``{'params', 'buffers'}`` with buffers
+        ``w_avg``, ``noise_const``; discriminators ``{'params'}``).
+      opt: trainable role → optimiser state.
+      ema: role → exponential moving average of ``params[role]`` (roles declared with ``ema``).
+      extra: the method's extra state (e.g. ``pl_mean``, float32 scalar).
+      key: raw PRNG key data (``uint32``); phase keys are ``fold_in(fold_in(key, step), phase)``.
     """
 
     step: jnp.ndarray
-    g: Any
-    g_ema: Any
-    d: Any
-    g_opt: Any
-    d_opt: Any
-    pl_mean: jnp.ndarray
+    params: dict[str, Any]
+    opt: dict[str, Any]
+    ema: dict[str, Any]
+    extra: dict[str, Any]
     key: jnp.ndarray
 
 
@@ -48,18 +44,15 @@ def lazy_adam(lr: float, betas: tuple[float, float], eps: float, reg_interval: i
     return optax.adam(lr * ratio, b1=betas[0] ** ratio, b2=betas[1] ** ratio, eps=eps)
 
 
-def init_state(g_cfg, d_cfg, g_tx, d_tx, key: jax.Array) -> TrainState:
-    """Fresh networks (NVlabs initialisation) and optimiser states."""
-    kg, kd, kstate = jax.random.split(key, 3)
-    g = checkpoints.init_network("generator", g_cfg, kg).variables
-    d = {"params": checkpoints.init_network("discriminator", d_cfg, kd).variables["params"]}
+def init_state(initial: Mapping[str, Any], txs: Mapping[str, optax.GradientTransformation],
+               ema_roles: tuple[str, ...], extra: Mapping[str, Any], state_key: jax.Array) -> TrainState:
+    """A fresh state from the trainable networks' initial variables (role → variables)."""
+    params = {r: dict(v) for r, v in initial.items()}
     return TrainState(
         step=jnp.zeros((), jnp.int32),
-        g=g,
-        g_ema=jax.tree.map(jnp.copy, g),
-        d=d,
-        g_opt=g_tx.init(g["params"]),
-        d_opt=d_tx.init(d["params"]),
-        pl_mean=jnp.zeros((), jnp.float32),
-        key=jax.random.key_data(kstate),
+        params=params,
+        opt={r: txs[r].init(params[r]["params"]) for r in params},
+        ema={r: jax.tree.map(jnp.copy, params[r]) for r in ema_roles},
+        extra={k: jnp.asarray(v) for k, v in extra.items()},
+        key=jax.random.key_data(state_key),
     )

@@ -1,26 +1,31 @@
 """The trainer: one place for the mesh, steps, input pipeline, checkpoints, logging and samples.
 
-``train(config, workdir)`` trains a StyleGAN2 G/D pair as NVlabs does (see ``steps.py``),
+``train(config, workdir)`` trains the method named by ``config.method.name`` (default
+``'stylegan2'``: a StyleGAN2 G/D pair as NVlabs trains it; see ``gancomp_jax/methods``),
 resuming from ``WORKDIR/checkpoints`` when they exist. What ends up in WORKDIR::
 
     config.json           resolved config (preset defaults filled in)
-    checkpoints/<step>/   Orbax: train state, data-pipeline position, metadata (keep-last-N)
+    checkpoints/<step>/   Orbax: train state, data-pipeline position, metadata (keep-last-N),
+                          sealed by checksums.json (verified at resume)
     metrics.jsonl         scalars, one JSON object per logged step
     tb/                   TensorBoard events (scalars and sample grids)
     samples/reals.png     a grid of training images
-    samples/fakes<step>.png, samples/fakes_final.png   G_ema on fixed latents
-    model/                final networks (G, G_ema, D) in the model-checkpoint format
+    samples/fakes<step>.png, samples/fakes_final.png   the sample network on fixed latents
+    model/                final exported networks (e.g. G, G_ema, D) in the model-checkpoint format
+    best_model/           with config.eval.best_metric: the networks of the best evaluation
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 import resource
+import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,18 +35,26 @@ from absl import logging
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from gancomp_jax import checkpoints, data
-from gancomp_jax.models import Discriminator, Generator, get_preset
+from gancomp_jax import checkpoints, data, methods
+from gancomp_jax.methods.base import BuildEnv, Method
+from gancomp_jax.models import get_preset
+from gancomp_jax.models.presets import Preset
 from gancomp_jax.train import sharding as shd
-from gancomp_jax.train.checkpointing import TrainCheckpointer
+from gancomp_jax.train.checkpointing import TrainCheckpointer, select_intact
+from gancomp_jax.train.errors import NonFiniteLossError, TrainingInterrupted
 from gancomp_jax.train.metrics_writer import MetricsWriter, write_grid
+from gancomp_jax.train.networks import Networks
 from gancomp_jax.train.state import TrainState, init_state, lazy_adam
-from gancomp_jax.train.steps import Hyper, build_steps, run_iteration
+from gancomp_jax.train.steps import build_steps, run_iteration
 from gancomp_jax.utils.images import to_uint8
 
+STATE_FORMAT = 2  # checkpoints of the method trainer (role-keyed state)
 
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN/Inf; the run stops and the last good checkpoint stays."""
+# An evaluation hook: (step, {exported name: checkpoints.Network on the host}) -> {name: value}.
+Hook = Callable[[int, Mapping[str, checkpoints.Network]], Mapping[str, float]]
+
+__all__ = ["NonFiniteLossError", "Prepared", "TrainingInterrupted", "TrainResult", "prepare", "resolve_config",
+           "train"]
 
 
 @dataclasses.dataclass
@@ -54,28 +67,74 @@ class TrainResult:
     grid_path: Path | None
     model_dir: Path | None
     peak_rss_gib: float
+    method: Method | None = None
+    eval_history: list = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
 class Resolved:
-    """The config after preset defaults are applied."""
+    """The config after preset and method defaults are applied."""
 
     config: ml_collections.ConfigDict
     g_cfg: Any
     d_cfg: Any
-    hyper: Hyper
     total_steps: int
     mesh_devices: int
     mbstd_num_shards: int
+    method_module: Any
 
 
 def _pick(value, default):
     return default if value is None else value
 
 
+def _finite(config, key: str, value, positive: bool = False, minimum: float | None = None) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"config.{key}={value!r} is not a number") from None
+    if not math.isfinite(x):
+        raise ValueError(f"config.{key}={value!r} must be a finite number")
+    if positive and x <= 0:
+        raise ValueError(f"config.{key}={value!r} must be positive")
+    if minimum is not None and x < minimum:
+        raise ValueError(f"config.{key}={value!r} must be >= {minimum}")
+    return x
+
+
+def _check_betas(betas) -> tuple[float, float]:
+    msg = f"config.betas={betas!r} must be two numbers in [0, 1), e.g. (0.0, 0.99)"
+    if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+        raise ValueError(msg)
+    try:
+        b = tuple(float(x) for x in betas)
+    except (TypeError, ValueError):
+        raise ValueError(msg) from None
+    if not all(0.0 <= x < 1.0 for x in b):
+        raise ValueError(msg)
+    return b
+
+
+def _merge_method_defaults(config: ml_collections.ConfigDict, module) -> None:
+    """Fills keys of the method's ``default_config()`` missing from ``config.method``."""
+    if not hasattr(module, "default_config"):
+        return
+    defaults = module.default_config()
+    for k, v in defaults.items():
+        if k not in config.method:
+            config.method[k] = v
+
+
 def resolve_config(config: ml_collections.ConfigDict) -> Resolved:
-    """Fills preset defaults, checks consistency; raises ValueError naming the bad key."""
+    """Fills preset and method defaults, checks consistency; raises ValueError naming the bad key."""
     config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy
+    if "method" not in config:
+        config.method = ml_collections.ConfigDict({"name": "stylegan2"})
+    if "eval" not in config:
+        config.eval = ml_collections.ConfigDict({"every_kimg": 0.0, "hooks": (), "best_metric": "",
+                                                 "best_mode": "min"})
+    module = methods.get(config.method.get("name", "stylegan2"))
+    _merge_method_defaults(config, module)
     m = config.model
     preset = get_preset(m.preset, conv_clamp=m.conv_clamp, mixed_precision=m.mixed_precision,
                         resolution=m.resolution or None, channel_base=m.channel_base or None,
@@ -89,13 +148,28 @@ def resolve_config(config: ml_collections.ConfigDict) -> Resolved:
         d_cfg = d_cfg.replace(mbstd_group_size=int(m.mbstd_group_size))
     t = preset.training
     config.batch_size = int(_pick(config.batch_size, t["batch_size"]))
-    config.lr = float(_pick(config.lr, t["lr"]))
-    config.r1_gamma = float(_pick(config.r1_gamma, t["r1_gamma"]))
-    config.pl_weight = float(_pick(config.pl_weight, t["pl_weight"]))
-    config.style_mixing_prob = float(_pick(config.style_mixing_prob, t["style_mixing_prob"]))
-    config.ema_kimg = float(_pick(config.ema_kimg, t["ema_kimg"]))
-    ramp = _pick(config.ema_rampup, t["ema_rampup"] or 0.0)
-    config.ema_rampup = float(ramp)
+    config.lr = _finite(config, "lr", _pick(config.lr, t["lr"]), positive=True)
+    config.r1_gamma = _finite(config, "r1_gamma", _pick(config.r1_gamma, t["r1_gamma"]), minimum=0.0)
+    config.pl_weight = _finite(config, "pl_weight", _pick(config.pl_weight, t["pl_weight"]), minimum=0.0)
+    config.style_mixing_prob = _finite(config, "style_mixing_prob",
+                                       _pick(config.style_mixing_prob, t["style_mixing_prob"]), minimum=0.0)
+    config.ema_kimg = _finite(config, "ema_kimg", _pick(config.ema_kimg, t["ema_kimg"]), minimum=0.0)
+    config.ema_rampup = _finite(config, "ema_rampup", _pick(config.ema_rampup, t["ema_rampup"] or 0.0), minimum=0.0)
+    config.betas = _check_betas(config.betas)
+    config.adam_eps = _finite(config, "adam_eps", config.adam_eps, minimum=0.0)
+    config.total_kimg = _finite(config, "total_kimg", config.total_kimg)
+    if int(config.keep_checkpoints) < 1:
+        raise ValueError(f"config.keep_checkpoints={config.keep_checkpoints} must be >= 1 (the newest checkpoints "
+                         f"kept; resuming needs at least one)")
+    for key in ("r1_interval", "pl_interval", "pl_batch_shrink", "log_every_steps"):
+        if int(config[key]) < 1:
+            raise ValueError(f"config.{key}={config[key]} must be >= 1")
+    for key in ("checkpoint_every_steps", "sample_every_steps"):
+        if int(config[key]) < 0:
+            raise ValueError(f"config.{key}={config[key]} must be >= 0 (0: only at the end / never)")
+    config.eval.every_kimg = _finite(config, "eval.every_kimg", config.eval.every_kimg, minimum=0.0)
+    if config.eval.best_mode not in ("min", "max"):
+        raise ValueError(f"config.eval.best_mode={config.eval.best_mode!r} must be 'min' or 'max'")
     config.data.resolution = config.data.resolution or g_cfg.img_resolution
     if config.data.resolution != g_cfg.img_resolution:
         raise ValueError(f"config.data.resolution={config.data.resolution} does not match the model "
@@ -116,14 +190,9 @@ def resolve_config(config: ml_collections.ConfigDict) -> Resolved:
         if config.total_kimg <= 0:
             raise ValueError("set config.total_kimg or config.total_steps to a positive value")
         config.total_steps = int(math.ceil(config.total_kimg * 1000 / B))
-    hyper = Hyper(
-        batch_size=B, style_mixing_prob=config.style_mixing_prob, r1_gamma=config.r1_gamma,
-        r1_interval=int(config.r1_interval), pl_weight=config.pl_weight, pl_interval=int(config.pl_interval),
-        pl_decay=float(config.pl_decay), pl_batch_shrink=int(config.pl_batch_shrink), ema_kimg=config.ema_kimg,
-        ema_rampup=config.ema_rampup or None,
-        g_terms=tuple((k, float(v)) for k, v in config.loss.g.items()),
-        d_terms=tuple((k, float(v)) for k, v in config.loss.d.items()))
-    return Resolved(config, g_cfg, d_cfg, hyper, int(config.total_steps), n_dev, shards)
+    if hasattr(module, "resolve"):
+        module.resolve(config)
+    return Resolved(config, g_cfg, d_cfg, int(config.total_steps), n_dev, shards, module)
 
 
 def _setup_runtime(config) -> None:
@@ -160,69 +229,228 @@ class _Averager:
         return out
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainResult:
+def _load_hooks(specs: Sequence[str], config) -> list[Hook]:
+    """``'package.module:factory'`` → ``factory(config)`` (an evaluation hook)."""
+    hooks = []
+    for spec in specs:
+        if not isinstance(spec, str) or ":" not in spec:
+            raise ValueError(f"config.eval.hooks entry {spec!r} must look like 'package.module:factory'")
+        mod, attr = spec.split(":", 1)
+        try:
+            factory = getattr(importlib.import_module(mod), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"config.eval.hooks entry {spec!r} cannot be loaded: {e}") from None
+        hooks.append(factory(config))
+    return hooks
+
+
+def exported_networks(method: Method, nets: Networks, state: TrainState, frozen: Mapping[str, Any]
+                      ) -> dict[str, checkpoints.Network]:
+    """``{export name: Network}`` of a (host) state: trainable networks, their EMAs (``<name>_ema``)
+    and frozen networks declared with ``export``."""
+    out = {}
+    for role, spec in method.networks.items():
+        if not spec.export:
+            continue
+        v = state.params[role] if spec.trainable else frozen[role]
+        out[spec.export] = checkpoints.Network(spec.kind, nets.configs[role], v)
+        if spec.ema:
+            out[spec.export + "_ema"] = checkpoints.Network(spec.kind, nets.configs[role], state.ema[role])
+    return out
+
+
+def _sample_role(method: Method) -> tuple[str, bool] | None:
+    """(role, use EMA) of the network named ``method.sample_network`` (None: no grids)."""
+    name = method.sample_network
+    for role, spec in method.networks.items():
+        if spec.kind != "generator" or not spec.export:
+            continue
+        if spec.ema and name in (None, spec.export + "_ema"):
+            return role, True
+        if name == spec.export:
+            return role, False
+    return None
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A method ready to train (before shardings): what ``train`` and the tests build on.
+
+    Attributes:
+      method, nets (modules, configs, loaded variables), txs (role → optax Adam with the lazy
+      correction), env; init_fn: ``loaded_trainable -> TrainState`` (traceable; roles draw
+      their init keys from ``split(key(seed), #roles + 1)`` in declaration order, the last key
+      is the state's); loaded_trainable: host variables of trainable networks read from files.
+    """
+
+    method: Method
+    nets: Networks
+    txs: dict[str, Any]
+    env: BuildEnv
+    seed: int
+
+    @property
+    def roles(self) -> list[str]:
+        return list(self.method.networks)
+
+    def role_keys(self):
+        keys = jax.random.split(jax.random.key(self.seed), len(self.roles) + 1)
+        return dict(zip(self.roles, keys[:-1])), keys[-1]
+
+    @property
+    def loaded_trainable(self) -> dict[str, Any]:
+        return {r: self.nets.loaded[r] for r in self.nets.trainable if r in self.nets.loaded}
+
+    def init_fn(self, loaded: Mapping[str, Any]) -> TrainState:
+        by_role, state_key = self.role_keys()
+        initial = {role: loaded[role] if role in loaded else self.nets.init_variables(role, by_role[role])
+                   for role in self.nets.trainable}
+        ema_roles = tuple(r for r in self.nets.trainable if self.method.networks[r].ema)
+        return init_state(initial, self.txs, ema_roles, self.method.extra_state, state_key)
+
+    def frozen_init_fn(self) -> dict[str, Any]:
+        by_role, _ = self.role_keys()
+        return {r: self.nets.init_variables(r, by_role[r]) for r in self.nets.frozen if r not in self.nets.loaded}
+
+    def place_frozen(self, mesh=None, strategy: str = "replicate") -> tuple[dict[str, Any], Any]:
+        """Frozen networks on the devices (and their shardings; None without a mesh)."""
+        inits = jax.eval_shape(self.frozen_init_fn)
+        abstract = dict(inits)
+        abstract.update({r: jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype),
+                                         self.nets.loaded[r]) for r in self.nets.frozen if r in self.nets.loaded})
+        sh = shd.state_shardings(abstract, mesh, strategy) if mesh is not None else None
+        frozen = {}
+        if inits:
+            out_sh = {k: sh[k] for k in inits} if sh is not None else None
+            frozen.update(jax.jit(self.frozen_init_fn, out_shardings=out_sh)())
+        for r in self.nets.frozen:
+            if r in self.nets.loaded:
+                frozen[r] = jax.device_put(self.nets.loaded[r], sh[r]) if sh is not None else \
+                    jax.tree.map(jnp.asarray, self.nets.loaded[r])
+        return frozen, sh
+
+
+def prepare(r: Resolved) -> Prepared:
+    """Builds the method of a resolved config, its networks (reading sources) and optimisers."""
+    cfg = r.config
+    env = BuildEnv(batch_size=int(cfg.batch_size), num_devices=r.mesh_devices, mbstd_num_shards=r.mbstd_num_shards,
+                   model=Preset(r.g_cfg, r.d_cfg, {}))
+    method = r.method_module.build(cfg, env)
+    nets = Networks(method, r.mbstd_num_shards)
+    txs = {role: lazy_adam(o.lr, tuple(o.betas), o.eps, method.reg_interval(role))
+           for role, o in method.optimizers.items()}
+    return Prepared(method, nets, txs, env, int(cfg.seed))
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | Path, hooks: Sequence[Hook] = ()) -> TrainResult:
+    """Trains (or resumes) the method of ``config`` in ``workdir``.
+
+    Raises ValueError / FileNotFoundError for bad inputs (before anything is written: a run
+    directory this call created is removed), NonFiniteLossError when a loss becomes NaN/Inf,
+    TrainingInterrupted on Ctrl-C (the message says how to resume).
+    """
+    workdir = Path(workdir).absolute()
+    created = not workdir.exists()
+    try:
+        return _train(config, workdir, hooks)
+    except (ValueError, FileNotFoundError):
+        # A failure on the inputs: leave no empty run directory behind.
+        if created and workdir.is_dir() and not any((workdir / "checkpoints").glob("[0-9]*")) \
+                and jax.process_index() == 0:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hook]) -> TrainResult:
     _setup_runtime(config)
     r = resolve_config(config)
-    cfg, hyper = r.config, r.hyper
-    workdir = Path(workdir).absolute()
+    cfg = r.config
     is_main = jax.process_index() == 0
-    if is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
+    B = cfg.batch_size
 
-    # Mesh, models, optimisers ---------------------------------------------------------------
+    # The method, its networks, optimisers -----------------------------------------------------
+    p = prepare(r)
+    method, nets, txs = p.method, p.nets, p.txs
+    hooks = list(hooks) + _load_hooks(tuple(cfg.eval.hooks), cfg)
     mesh = shd.make_mesh(r.mesh_devices)
     batch_sh = shd.batch_sharding(mesh)
-    G = Generator(r.g_cfg)
-    D = Discriminator(r.d_cfg, mbstd_num_shards=r.mbstd_num_shards)
-    betas = tuple(float(b) for b in cfg.betas)
-    g_tx = lazy_adam(cfg.lr, betas, cfg.adam_eps, cfg.pl_interval if cfg.pl_weight > 0 else None)
-    d_tx = lazy_adam(cfg.lr, betas, cfg.adam_eps, cfg.r1_interval if cfg.r1_gamma > 0 else None)
-    root_key = jax.random.key(cfg.seed)
-    init_fn = lambda: init_state(r.g_cfg, r.d_cfg, g_tx, d_tx, root_key)
-    abstract = jax.eval_shape(init_fn)
+    init_fn, loaded_trainable = p.init_fn, p.loaded_trainable
+    abstract = jax.eval_shape(init_fn, loaded_trainable)
     state_sh = shd.state_shardings(abstract, mesh, cfg.sharding)
+    frozen, frozen_sh = p.place_frozen(mesh, cfg.sharding)
+    frozen_record = nets.frozen_record()
 
-    # Input pipeline ---------------------------------------------------------------------------
+    # Input pipeline (built before anything is written: a bad data path is an input error) ------
     source = data.build_source(cfg.data)
-    pipeline = data.make_pipeline(source, global_batch_size=cfg.batch_size, seed=cfg.seed, xflip=cfg.data.xflip,
+    pipeline = data.make_pipeline(source, global_batch_size=B, seed=cfg.seed, xflip=cfg.data.xflip,
                                   process_index=jax.process_index(), process_count=jax.process_count(),
                                   worker_count=cfg.data.worker_count)
 
     # Checkpoints: resume or start -------------------------------------------------------------
-    ckpt = TrainCheckpointer(workdir / "checkpoints", max_to_keep=cfg.keep_checkpoints,
-                             async_save=cfg.async_checkpointing)
-    meta_model = {"generator": r.g_cfg.to_dict(), "discriminator": r.d_cfg.to_dict()}
-    latest = ckpt.latest_step()
+    ckpt_dir = workdir / "checkpoints"
+    latest = select_intact(ckpt_dir, is_main)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("gancomp_jax:select_intact")
+    meta_model = {"method": cfg.method.name, "networks": nets.description()}
+    meta_model_json = json.loads(json.dumps(meta_model))
     if latest is not None:
-        saved_model = ckpt.restore_meta(latest).get("model")
-        if saved_model != json.loads(json.dumps(meta_model)):
-            ckpt.close()
+        probe = TrainCheckpointer(ckpt_dir, max_to_keep=int(cfg.keep_checkpoints), async_save=False,
+                                  is_main=is_main)
+        saved = probe.restore_meta(latest)
+        probe.close()
+        if saved.get("state_format") != STATE_FORMAT:
+            raise ValueError(f"{ckpt_dir} holds checkpoints of an older trainer (state format "
+                             f"{saved.get('state_format', 1)}, now {STATE_FORMAT}); use a new --workdir")
+        if saved.get("model") != meta_model_json:
             raise ValueError(f"{workdir} holds a run of a different model; use a new --workdir "
-                             f"(saved: {saved_model}, now: {meta_model})")
-        state, data_state, _ = ckpt.restore(latest, abstract, state_sh)
-        pipeline.set_state(data_state)
-        logging.info("resumed from %s at step %d", ckpt.directory, latest)
-    else:
-        state = jax.jit(init_fn, out_shardings=state_sh)()
+                             f"(saved: {saved.get('model')}, now: {meta_model_json})")
+        saved_frozen = saved.get("frozen", {})
+        for role, rec in frozen_record.items():
+            old = saved_frozen.get(role)
+            if old is not None and old.get("sha256") != rec.get("sha256"):
+                raise ValueError(
+                    f"frozen network {role!r} differs from the one this run started with: now {rec.get('source')} "
+                    f"(sha256 {str(rec.get('sha256'))[:16]}…), the checkpoints were made with {old.get('source')} "
+                    f"(sha256 {str(old.get('sha256'))[:16]}…); resume with the original file or use a new --workdir")
+    if is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+    ckpt = TrainCheckpointer(ckpt_dir, max_to_keep=int(cfg.keep_checkpoints), async_save=cfg.async_checkpointing,
+                             is_main=is_main)
+    try:
+        if latest is not None:
+            state, data_state, _ = ckpt.restore(latest, abstract, state_sh)
+            pipeline.set_state(data_state)
+            logging.info("resumed from %s at step %d", ckpt.directory, latest)
+        else:
+            state = jax.jit(init_fn, out_shardings=state_sh)(loaded_trainable)
+    except BaseException:
+        ckpt.close()
+        raise
     start_step = int(jax.device_get(state.step))
     if is_main:
         (workdir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str))
 
-    steps = build_steps(G, D, g_tx, d_tx, hyper, state_sh, batch_sh)
+    steps = build_steps(method, nets.modules, txs, B, state_sh, frozen_sh, batch_sh)
     writer = MetricsWriter(workdir, enabled=is_main)
     if latest is not None:
         writer.truncate_after(start_step)
 
     # Sample grids -----------------------------------------------------------------------------
     grid_n = int(cfg.grid_rows * cfg.grid_cols)
-    grid_z = _grid_latents(cfg.seed, grid_n, r.g_cfg.z_dim)
-    sample_fn = jax.jit(lambda v, z: G.apply(v, z, None, noise_mode="const"))
+    sample = _sample_role(method)
+    sample_fn = None
+    if sample is not None and grid_n and nets.configs[sample[0]].c_dim == 0:
+        grid_z = _grid_latents(cfg.seed, grid_n, nets.configs[sample[0]].z_dim)
+        G_sample = nets.modules[sample[0]]
+        sample_fn = jax.jit(lambda v, z: G_sample.apply(v, z, None, noise_mode="const"))
 
     def write_samples(tag: str, state: TrainState) -> Path | None:
-        if grid_n == 0 or r.g_cfg.c_dim > 0:
+        if sample_fn is None:
             return None
+        role, use_ema = sample
+        v = state.ema[role] if use_ema else state.params[role]
         # Every process joins the (possibly sharded) computation and the gather; process 0 writes.
-        imgs = multihost_utils.process_allgather(sample_fn(state.g_ema, grid_z), tiled=True)
+        imgs = multihost_utils.process_allgather(sample_fn(v, grid_z), tiled=True)
         if not is_main:
             return None
         imgs = to_uint8(np.asarray(imgs))
@@ -231,6 +459,33 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainResult
         writer.image(int(jax.device_get(state.step)), "samples/fakes", grid)
         return path
 
+    # Evaluation hooks -------------------------------------------------------------------------
+    eval_history: list[dict[str, float]] = []
+    best = {"value": None}
+    eval_every = float(cfg.eval.every_kimg)
+
+    def evaluate(step: int, state: TrainState) -> None:
+        if not hooks:
+            return
+        host = multihost_utils.process_allgather(state, tiled=True)
+        networks = exported_networks(method, nets, host, jax.device_get(frozen))
+        scalars: dict[str, float] = {}
+        for hook in hooks:
+            scalars.update({f"Eval/{k}": float(v) for k, v in dict(hook(step, networks)).items()})
+        eval_history.append({"step": step, **scalars})
+        writer.scalars(step, scalars)
+        key = cfg.eval.best_metric and (cfg.eval.best_metric if cfg.eval.best_metric.startswith("Eval/")
+                                        else f"Eval/{cfg.eval.best_metric}")
+        if key and key in scalars and math.isfinite(scalars[key]):
+            v = scalars[key]
+            better = best["value"] is None or (v < best["value"] if cfg.eval.best_mode == "min" else v > best["value"])
+            if better:
+                best["value"] = v
+                if is_main:
+                    checkpoints.save_model(workdir / "best_model", networks,
+                                           {"source": "gancomp_jax trainer", "method": cfg.method.name, "step": step,
+                                            "kimg": step * B / 1000, key: v}, overwrite=True)
+
     it = iter(pipeline)
     if is_main and start_step == 0 and grid_n:
         reals = next(iter(data.make_pipeline(source, global_batch_size=grid_n, seed=cfg.seed)))["image"]
@@ -238,29 +493,39 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainResult
 
     # Train loop -------------------------------------------------------------------------------
     total = r.total_steps
-    B = cfg.batch_size
     avg = _Averager()
     t_start = time.time()
     t_tick, n_tick = time.time(), 0
-    last_ckpt = latest
     pbar = tqdm(total=total, initial=start_step, unit="step", disable=not (is_main and cfg.progress),
                 dynamic_ncols=True, mininterval=2.0)
-    logging.info("training %s %dpx for %d steps (batch %d, %d device(s), %s sharding) in %s",
-                 cfg.model.preset, r.g_cfg.img_resolution, total, B, r.mesh_devices, cfg.sharding, workdir)
+    logging.info("training %s (%s %dpx) for %d steps (batch %d, %d device(s), %s sharding) in %s",
+                 cfg.method.name, cfg.model.preset, r.g_cfg.img_resolution, total, B, r.mesh_devices, cfg.sharding,
+                 workdir)
     step = start_step
+    exports = {}
+    for role in nets.trainable:
+        spec = method.networks[role]
+        if spec.export:
+            e = {"role": role, "kind": spec.kind, "config": nets.configs[role].to_dict()}
+            exports[spec.export] = {**e, "ema": False}
+            if spec.ema:
+                exports[spec.export + "_ema"] = {**e, "ema": True}
+    meta = {"model": meta_model, "state_format": STATE_FORMAT, "frozen": frozen_record, "exports": exports}
     try:
         while step < total:
             batch = shd.global_batch(next(it), batch_sh)
-            state, metrics = run_iteration(steps, state, batch, step, hyper)
+            state, metrics = run_iteration(steps, state, frozen, batch, step)
             metrics = jax.device_get(metrics)
             bad = {k: float(v) for k, v in metrics.items() if not math.isfinite(float(v))}
             if bad:
+                good = ckpt.last_good_step()
                 raise NonFiniteLossError(
                     f"non-finite loss at step {step}: {bad}; stopped. Last good checkpoint: "
-                    f"{'step ' + str(last_ckpt) if last_ckpt is not None else 'none'} in {ckpt.directory}")
+                    f"{'step ' + str(good) if good is not None else 'none'} in {ckpt.directory}")
             step += 1
             n_tick += 1
             avg.add(metrics)
+            ckpt.seal_if_done()
             pbar.update(1)
             if step % cfg.log_every_steps == 0 or step == total:
                 dt = time.time() - t_tick
@@ -268,16 +533,23 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainResult
                 scalars.update({"Progress/kimg": step * B / 1000, "Timing/img_per_sec": n_tick * B / max(dt, 1e-9),
                                 "Timing/sec_per_step": dt / max(n_tick, 1)})
                 writer.scalars(step, scalars)
-                pbar.set_postfix_str(
-                    f"kimg {step * B / 1000:.1f} | {scalars['Timing/img_per_sec']:.0f} img/s | "
-                    f"G {scalars.get('G/loss', float('nan')):.3f} | D {scalars.get('D/loss', float('nan')):.3f}",
-                    refresh=False)
+                losses = " | ".join(f"{p.metric_name} {scalars[p.metric_name]:.3f}" for p in method.phases
+                                    if p.interval == 1 and p.metric_name in scalars)
+                pbar.set_postfix_str(f"kimg {step * B / 1000:.1f} | {scalars['Timing/img_per_sec']:.0f} img/s | "
+                                     f"{losses}", refresh=False)
                 t_tick, n_tick = time.time(), 0
             if cfg.sample_every_steps and step % cfg.sample_every_steps == 0 and step != total:
                 write_samples(f"{step:06d}", state)
+            if eval_every > 0 and int(step * B / (eval_every * 1000)) > int((step - 1) * B / (eval_every * 1000)):
+                evaluate(step, state)
             if (cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0) or step == total:
-                ckpt.save(step, state, pipeline.get_state(), {"model": meta_model, "step": step, "kimg": step * B / 1000})
-                last_ckpt = step
+                ckpt.save(step, state, pipeline.get_state(), {**meta, "step": step, "kimg": step * B / 1000})
+    except KeyboardInterrupt:
+        pbar.close()
+        good = ckpt.last_good_step()
+        where = f"step {good} in {ckpt.directory}" if good is not None else "none yet"
+        raise TrainingInterrupted(f"stopped at step {step}; last checkpoint: {where}; "
+                                  f"re-run the same command to resume") from None
     finally:
         pbar.close()
         ckpt.close()
@@ -288,15 +560,17 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainResult
     model_dir = None
     host = multihost_utils.process_allgather(state, tiled=True)  # full arrays, also under FSDP
     if is_main:
-        nets = {"G": checkpoints.Network("generator", r.g_cfg, host.g),
-                "G_ema": checkpoints.Network("generator", r.g_cfg, host.g_ema),
-                "D": checkpoints.Network("discriminator", r.d_cfg, host.d)}
-        model_dir = checkpoints.save_model(workdir / "model", nets, {"source": "gancomp_jax trainer", "step": step,
-                                                                     "kimg": step * B / 1000}, overwrite=True)
+        nets_out = exported_networks(method, nets, host, jax.device_get(frozen))
+        if nets_out:
+            model_dir = checkpoints.save_model(workdir / "model", nets_out,
+                                               {"source": "gancomp_jax trainer", "method": cfg.method.name,
+                                                "step": step, "kimg": step * B / 1000, **dict(method.metadata)},
+                                               overwrite=True)
     writer.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     trained = step - start_step
     print(f"done: {step} steps ({step * B / 1000:.1f} kimg) — this session {trained} steps in {seconds:.0f} s "
           f"({trained * B / max(seconds, 1e-9):.1f} img/s), peak RSS {peak:.2f} GiB; model: {model_dir}; "
           f"samples: {grid_path}")
-    return TrainResult(state, step, step * B / 1000, seconds, workdir, grid_path, model_dir, peak)
+    return TrainResult(state, step, step * B / 1000, seconds, workdir, grid_path, model_dir, peak, method,
+                       eval_history)

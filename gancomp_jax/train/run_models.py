@@ -1,0 +1,67 @@
+"""The networks of a training run at one of its checkpoints (for generation and evaluation).
+
+``load_run_networks(RUN_DIR)`` gives the exported networks (e.g. ``G``, ``G_ema``, ``D``; for a
+distillation run the student's) of the newest *verified* checkpoint of ``RUN_DIR/checkpoints``;
+``load_run_networks(RUN_DIR/checkpoints/<step>)`` those of that step (verified too).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from gancomp_jax import checkpoints
+from gancomp_jax.train.checkpointing import _step_dirs, verify
+
+
+def _find_step(path: Path) -> Path:
+    if path.parent.name == "checkpoints" and path.name.isdigit():
+        problem = verify(path)
+        if problem is not None:
+            raise ValueError(f"checkpoint {path} cannot be used: {problem}")
+        return path
+    ckpt_dir = path / "checkpoints"
+    if not ckpt_dir.is_dir():
+        raise ValueError(f"{path} is not a training run (no checkpoints/ in it)")
+    for _, step_dir in _step_dirs(ckpt_dir):
+        if verify(step_dir) is None:
+            return step_dir
+    raise ValueError(f"{ckpt_dir} holds no verified checkpoint")
+
+
+def load_run_networks(path: str | Path, names: Sequence[str] | None = None) -> dict[str, checkpoints.Network]:
+    """``{export name: Network}`` (host numpy variables) of a run directory or checkpoint folder."""
+    path = Path(path).absolute()
+    if not path.exists():
+        raise FileNotFoundError(f"training run {path} does not exist")
+    step_dir = _find_step(path)
+    mngr = ocp.CheckpointManager(step_dir.parent, item_names=("state", "data", "meta"),
+                                 options=ocp.CheckpointManagerOptions(create=False, read_only=True))
+    try:
+        step = int(step_dir.name)
+        meta = dict(mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+        exports = meta.get("exports")
+        if meta.get("state_format") != 2 or not exports:
+            raise ValueError(f"{step_dir} was written by an older trainer; use its model/ directory instead")
+        tree = mngr.item_metadata(step)["state"]
+        dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=dev), tree)
+        state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+    finally:
+        mngr.close()
+    wanted = list(exports) if names is None else list(names)
+    out = {}
+    for name in wanted:
+        if name not in exports:
+            raise KeyError(f"network {name!r} not in {step_dir} (found: {sorted(exports)})")
+        e = exports[name]
+        variables = state["ema" if e["ema"] else "params"][e["role"]]
+        cls = checkpoints.KINDS[e["kind"]][0]
+        net = checkpoints.Network(e["kind"], cls.from_dict(e["config"]), jax.tree.map(np.asarray, dict(variables)))
+        checkpoints.check_variables(name, net)
+        out[name] = net
+    return out

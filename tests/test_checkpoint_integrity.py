@@ -1,0 +1,208 @@
+"""Checkpoint integrity: sealed checkpoints, fallback past corrupt ones, only verified ones named good,
+and the trainer's one-line errors (bad keys, Ctrl-C)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gancomp_jax.methods import stylegan2 as sg2_method
+from gancomp_jax.train.checkpointing import MANIFEST, TrainCheckpointer, select_intact, verify
+from gancomp_jax.train.trainer import NonFiniteLossError, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tiny(**overrides):
+    from gancomp_jax.train.config import default_train_config
+    c = default_train_config()
+    c.model.preset = "tiny16"
+    c.batch_size = 8
+    c.total_steps = 4
+    c.log_every_steps = 1
+    c.checkpoint_every_steps = 1
+    c.sample_every_steps = 0
+    c.grid_rows, c.grid_cols = 0, 0
+    c.progress = False
+    c.r1_interval = 2
+    c.pl_interval = 2
+    c.ema_rampup = 0.05
+    c.mesh_devices = 1
+    c.mbstd_num_shards = 4
+    for k, v in overrides.items():
+        node = c
+        *path, leaf = k.split(".")
+        for p in path:
+            node = node[p]
+        node[leaf] = v
+    return c
+
+
+def _largest_file(step_dir: Path) -> Path:
+    files = [p for p in step_dir.rglob("*") if p.is_file() and p.name != MANIFEST]
+    return max(files, key=lambda p: p.stat().st_size)
+
+
+def _truncate(step_dir: Path) -> Path:
+    f = _largest_file(step_dir)
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])
+    return f
+
+
+def _flip(step_dir: Path) -> Path:
+    f = _largest_file(step_dir)
+    data = bytearray(f.read_bytes())
+    mid = len(data) // 2
+    for i in range(mid, mid + 8):
+        data[i] ^= 0xFF
+    f.write_bytes(bytes(data))
+    return f
+
+
+def _state_of(res):
+    return jax.device_get({"params": res.state.params, "ema": res.state.ema, "opt": res.state.opt,
+                           "extra": res.state.extra})
+
+
+def _assert_equal(a, b):
+    for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=jax.tree_util.keystr(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Unit level: a small tree through the checkpointer
+
+
+def _small_ckpts(tmp_path, steps=(1, 2, 3)):
+    ck = TrainCheckpointer(tmp_path / "checkpoints", max_to_keep=5, async_save=True)
+    for s in steps:
+        ck.save(s, {"w": jnp.full((64, 64), float(s))}, {"pos": s}, {"step": s})
+    ck.close()
+    return tmp_path / "checkpoints"
+
+
+def test_checkpoints_are_sealed_and_verified(tmp_path):
+    d = _small_ckpts(tmp_path)
+    for s in (1, 2, 3):
+        assert (d / str(s) / MANIFEST).is_file() and verify(d / str(s)) is None
+    _flip(d / "3")
+    assert "does not match its checksum" in verify(d / "3")
+    _truncate(d / "2")
+    assert "bytes, expected" in verify(d / "2")
+    (d / "1" / MANIFEST).unlink()
+    assert "not sealed" in verify(d / "1")
+
+
+def test_select_intact_moves_corrupt_ones_aside(tmp_path, capsys):
+    d = _small_ckpts(tmp_path)
+    _flip(d / "3")
+    _truncate(d / "2")
+    assert select_intact(d) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 2 and all(l.startswith("warning: checkpoint ") for l in out)
+    assert str(d / "3") in out[0] and str(d / "2") in out[1]
+    assert sorted(p.name for p in d.iterdir() if p.name.isdigit()) == ["1"]
+    assert len(list((tmp_path / "checkpoints_rejected").iterdir())) == 2
+    ck = TrainCheckpointer(d, max_to_keep=5, async_save=False)  # orbax sees only the intact one
+    assert ck.all_steps() == [1] and ck.last_good_step() == 1
+    ck.close()
+
+
+def test_last_good_step_skips_a_checkpoint_corrupted_after_saving(tmp_path):
+    ck = TrainCheckpointer(tmp_path / "checkpoints", max_to_keep=5, async_save=True)
+    for s in (1, 2):
+        ck.save(s, {"w": jnp.full((64, 64), float(s))}, {"pos": s}, {"step": s})
+    ck.seal()
+    _flip(tmp_path / "checkpoints" / "2")
+    assert ck.last_good_step() == 1
+    ck.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return train(_tiny(total_steps=4), tmp_path_factory.mktemp("ref"))
+
+
+def test_resume_falls_back_past_corrupt_checkpoints_and_equals_uninterrupted(uninterrupted, tmp_path, capsys):
+    train(_tiny(total_steps=3), tmp_path)
+    _truncate(tmp_path / "checkpoints" / "3")
+    _flip(tmp_path / "checkpoints" / "2")
+    capsys.readouterr()
+    resumed = train(_tiny(total_steps=4), tmp_path)
+    warnings = [l for l in capsys.readouterr().out.splitlines() if l.startswith("warning: checkpoint")]
+    assert len(warnings) == 2 and "/checkpoints/3 is unusable" in warnings[0] \
+        and "/checkpoints/2 is unusable" in warnings[1]
+    assert resumed.step == 4
+    _assert_equal(_state_of(resumed), _state_of(uninterrupted))
+    steps = [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_nan_stop_names_only_a_verified_checkpoint(tmp_path, monkeypatch):
+    train(_tiny(total_steps=2), tmp_path)
+    _flip(tmp_path / "checkpoints" / "2")  # resume must not start from (or name) this one
+    monkeypatch.setitem(sg2_method.G_TERMS, "poison", lambda logits: np.float32("nan") * logits.mean())
+    cfg = _tiny(total_steps=6)
+    cfg.loss.g = {"nonsaturating": 1.0, "poison": 1.0}
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 1: .*Last good checkpoint: step 1 in"):
+        train(cfg, tmp_path)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.betas=1", "config.betas=(1,) must be two numbers in [0, 1)"),
+    ("--config.total_kimg=inf", "config.total_kimg=inf must be a finite number"),
+    ("--config.total_kimg=nan", "config.total_kimg=nan must be a finite number"),
+    ("--config.keep_checkpoints=0", "config.keep_checkpoints=0 must be >= 1"),
+])
+def test_bad_training_keys_are_one_line_errors_and_leave_no_run_directory(tmp_path, override, message):
+    work = tmp_path / "run"
+    cmd = [sys.executable, "-m", "gancomp_jax.main", "--config", str(REPO / "experiments" / "train_stylegan2.py"),
+           "--workdir", str(work), "--config.model.preset=tiny16", "--config.total_steps=1", override]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines = p.stderr.strip().splitlines()
+    assert lines == [lines[-1]] and lines[0].startswith("error: ") and message in lines[0], p.stderr[-2000:]
+    assert not work.exists()
+
+
+def test_ctrl_c_prints_step_checkpoint_and_how_to_resume(tmp_path):
+    cmd = [sys.executable, "-m", "gancomp_jax.main", "--config", str(REPO / "experiments" / "train_stylegan2.py"),
+           "--workdir", str(tmp_path), "--config.model.preset=tiny16", "--config.batch_size=8",
+           "--config.total_steps=400", "--config.checkpoint_every_steps=1", "--config.sample_every_steps=0",
+           "--config.progress=False", "--config.mesh_devices=1", "--config.mbstd_num_shards=4"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            d = tmp_path / "checkpoints"
+            if d.exists() and any(p.name.isdigit() and int(p.name) >= 2 for p in d.iterdir()):
+                break
+            if proc.poll() is not None:
+                pytest.fail(proc.stderr.read()[-2000:])
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    line = [l for l in err.splitlines() if l.startswith("interrupted:")]
+    assert len(line) == 1, err[-2000:]
+    assert "stopped at step" in line[0] and "last checkpoint: step" in line[0] \
+        and "re-run the same command to resume" in line[0]
