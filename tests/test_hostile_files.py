@@ -507,3 +507,12 @@ def test_weights_only_advice_is_not_passed_on() -> None:
             "https://pytorch.org/docs/stable/generated/torch.load.html.")
     assert _torch_message(RuntimeError(text)) == "Unsupported operand 130"
     assert "False" not in _torch_message(RuntimeError("retry with weights_only=False"))
+
+
+def test_pickle_operations_are_charged(tmp_path: Path) -> None:
+    """Objects the opcodes build themselves (here 100000 empty dicts from 200 KB) count against the limit."""
+    path = tmp_path / "dicts.pkl"
+    path.write_bytes(b"\x80\x03" + pickle.EMPTY_LIST + (pickle.EMPTY_DICT + pickle.APPEND) * 100_000 + pickle.STOP)
+    with pytest.raises(AllocationLimitError, match="the objects built by the pickle's operations"):
+        load_torch_file(path, max_alloc=8 << 20)  # 200000 operations x 128 bytes > 8 MiB
+    assert len(load_torch_file(path, max_alloc=64 << 20)) == 100_000

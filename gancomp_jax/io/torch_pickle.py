@@ -57,6 +57,7 @@ import io
 import math
 import reprlib
 import pickle
+import pickletools
 import struct
 import zipfile
 import zlib
@@ -190,6 +191,7 @@ class AllocationBudget:
         self.limit = limit
         self.used = 0
         self.source = source
+        self.streams: dict[int, bytes] = {}  # embedded streams parsed so far (kept: ids stay unique)
 
     def charge(self, nbytes: int, what: str) -> None:
         if nbytes < 0 or nbytes > self.limit - self.used:
@@ -769,6 +771,30 @@ class RestrictedUnpickler(pickle.Unpickler):
         return self._persistent_load(pid)
 
 
+#: Bytes charged per pickle operation: an opcode of one byte can make an object of ~60-200 bytes.
+_BYTES_PER_OPERATION = 128
+_OPERATIONS_PER_CHARGE = 1 << 16
+
+
+def _charge_operations(file: BinaryIO) -> None:
+    """Count the operations of the pickle at the file's position (without running any) and charge them.
+
+    Bounds the memory of objects that the pickle's opcodes build themselves (empty dicts,
+    lists, ints ...), which no replacement function sees. Leaves the position unchanged.
+    """
+    if _BUDGET.get() is None:
+        return
+    start = file.tell()
+    count = 0
+    for _ in pickletools.genops(file):
+        count += 1
+        if count == _OPERATIONS_PER_CHARGE:
+            charge_allocation(count * _BYTES_PER_OPERATION, "the objects built by the pickle's operations")
+            count = 0
+    charge_allocation(count * _BYTES_PER_OPERATION, "the objects built by the pickle's operations")
+    file.seek(start)
+
+
 def _restricted_load(
     file: BinaryIO,
     source: str,
@@ -776,6 +802,7 @@ def _restricted_load(
     persistent_load: Callable[[Any], Any] | None = None,
     depth: int = 0,
 ) -> Any:
+    _charge_operations(file)
     unpickler = RestrictedUnpickler(
         file, source=source, allowed=allowed, persistent_load=persistent_load, depth=depth
     )
@@ -882,8 +909,13 @@ def _load_from_bytes(data: Any, *, source: str, allowed: GlobalTable, depth: int
             f"{source}: storages embedded with torch.storage._load_from_bytes nest more than "
             f"{MAX_NESTED_STREAMS} deep; real checkpoints nest them once"
         )
-    # every call parses its bytes again, so repeating one memoized stream is charged each time
-    charge_allocation(len(data), "an embedded storage stream")
+    # a stream's bytes came from the file; parsing one (memoized) stream again is charged each time
+    budget = _BUDGET.get()
+    if budget is not None:
+        if id(data) in budget.streams:
+            budget.charge(len(data), "an embedded storage stream parsed again")
+        else:
+            budget.streams[id(data)] = data
     if not source.endswith(_EMBEDDED):
         source += _EMBEDDED
     return _read_legacy_stream(io.BytesIO(data), source, allowed, depth)
