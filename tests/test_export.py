@@ -233,3 +233,54 @@ def test_export_cli(fixture_pt, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error:") and msg in err and err.count("\n") == 1, err
         assert target is None or not target.exists()
+
+
+def test_nvlabs_pickle_profile_and_export(tmp_path, capsys):
+    """End to end from an NVlabs network pickle (train.py's conv_clamp=256, minibatch-std group
+    8): profile it, export it, read the exports back."""
+    from gancomp_jax.convert.fake_nvlabs import FakeNetwork, write_nvlabs_pickle
+    from gancomp_jax.models import DiscriminatorConfig
+    from gancomp_jax.models.nvlabs_compat import to_nvlabs_state_dict
+
+    gcfg = GeneratorConfig.nvlabs(16, 512, 32, z_dim=32, w_dim=32, mapping_layers=2)
+    dcfg = DiscriminatorConfig.nvlabs(16, 512, 32)
+    common = dict(c_dim=0, img_resolution=16, img_channels=3)
+    gk = dict(z_dim=32, w_dim=32, mapping_kwargs=dict(num_layers=2),
+              synthesis_kwargs=dict(channel_base=512, channel_max=32, num_fp16_res=0, conv_clamp=256), **common)
+    dk = dict(block_kwargs={}, mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=8), channel_base=512,
+              channel_max=32, num_fp16_res=0, conv_clamp=256, **common)
+    g = random_generator(gcfg, seed=5)
+    rng = np.random.RandomState(6)
+    d_vars = jax.tree.map(lambda a: np.asarray(rng.randn(*a.shape), np.float32),
+                          checkpoints.abstract_variables("discriminator", dcfg))
+    pkl = write_nvlabs_pickle(tmp_path / "snapshot.pkl", {
+        "G_ema": FakeNetwork("Generator", gk, to_nvlabs_state_dict(g.variables, "G_ema")),
+        "D": FakeNetwork("Discriminator", dk, to_nvlabs_state_dict(d_vars, "D"))})
+
+    spec = importlib.util.spec_from_file_location("profile_tool_e", REPO / "tools" / "profile.py")
+    profile = importlib.util.module_from_spec(spec)
+    saved = list(sys.path)
+    try:
+        spec.loader.exec_module(profile)
+    finally:
+        sys.path[:] = saved
+    assert profile.main([str(pkl), "--json", str(tmp_path / "p.json")]) == 0
+    prof = json.loads((tmp_path / "p.json").read_text())
+    assert prof["generator"]["widths"] == list(gcfg.channels) and prof["discriminator"]["widths"] == [32, 32, 32]
+
+    summary = export_model(pkl, tmp_path / "out", writer="zip")
+    assert any("conv_clamp" in w for w in summary["warnings"])
+    assert any("group size 8" in w for w in summary["warnings"])
+    source = checkpoints.load_any(pkl)
+    back = import_torch(tmp_path / "out" / "rosinality.pt")
+    assert sorted(back) == ["D", "G_ema"]
+    assert_same_variables(back["G_ema"].variables, source["G_ema"].variables)
+    assert_same_variables(back["D"].variables, source["D"].variables)
+    for name in ("G_ema", "D"):
+        st = load_nvlabs_safetensors(tmp_path / "out" / f"{name}.nvlabs.safetensors")
+        assert st.config == source[name].config  # conv_clamp and mbstd group kept here
+        assert_same_variables(st.variables, source[name].variables)
+    # the safetensors file profiles too
+    assert profile.main([str(tmp_path / "out" / "G_ema.nvlabs.safetensors"), "--json", str(tmp_path / "q.json")]) == 0
+    assert json.loads((tmp_path / "q.json").read_text())["generator"]["widths"] == list(gcfg.channels)
+    capsys.readouterr()

@@ -51,7 +51,8 @@ def export_model(model: str | os.PathLike, out_dir: str | os.PathLike, which: li
     from gancomp_jax import checkpoints
     from gancomp_jax.export.nvlabs_safetensors import save_nvlabs_safetensors
     from gancomp_jax.export.rosinality import (discriminator_to_rosinality, generator_to_rosinality,
-                                               rosinality_compat_warnings, save_rosinality_pt)
+                                               rosinality_compat_warnings, rosinality_d_warnings,
+                                               save_rosinality_pt)
 
     out_dir = Path(out_dir)
     bad = [f for f in formats if f not in ("rosinality", "safetensors")]
@@ -82,11 +83,14 @@ def export_model(model: str | os.PathLike, out_dir: str | os.PathLike, which: li
                 ros[key] = sd
                 if name == "G_ema":
                     ros["latent_avg"] = latent_avg
-            elif net.config.architecture == "resnet" and not net.config.c_dim:
+            elif (net.config.architecture == "resnet" and not net.config.c_dim
+                  and net.config.mbstd_num_channels == 1 and net.config.img_channels == 3):
+                warnings += [f"{name}: {w}" for w in rosinality_d_warnings(net.config)]
                 ros[key] = discriminator_to_rosinality(net.variables, net.config)
             else:
-                warnings.append(f"{name}: a {net.config.architecture!r} discriminator has no rosinality "
-                                f"form; left out of {ROSINALITY_FILE}")
+                warnings.append(f"{name}: this discriminator ({net.config.architecture}, c_dim "
+                                f"{net.config.c_dim}, {net.config.mbstd_num_channels} mbstd channels) has no "
+                                f"rosinality form; left out of {ROSINALITY_FILE}")
         ros = {k: ros[k] for k in ("g", "d", "g_ema", "latent_avg") if k in ros}
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,7 @@ import numpy as np
 from gancomp_jax.models.config import DiscriminatorConfig, GeneratorConfig, block_resolutions
 
 __all__ = ["discriminator_to_rosinality", "generator_to_rosinality", "rosinality_compat_warnings",
-           "save_rosinality_pt"]
+           "rosinality_d_warnings", "save_rosinality_pt"]
 
 WRITERS = ("auto", "torch", "zip")
 
@@ -148,6 +148,19 @@ def generator_to_rosinality(variables: dict[str, Any], cfg: GeneratorConfig
     if left:
         raise ValueError(f"generator tensors with no rosinality counterpart: {left[:8]}")
     return sd, latent_avg
+
+
+def rosinality_d_warnings(cfg: DiscriminatorConfig) -> list[str]:
+    """Differences between our discriminator and rosinality's that its checkpoint cannot carry."""
+    warnings = []
+    if cfg.mbstd_group_size != 4:
+        warnings.append(f"minibatch-std group size {cfg.mbstd_group_size} (rosinality uses min(batch, 4))")
+    if cfg.conv_clamp is not None:
+        warnings.append(f"the discriminator clamps activations at ±{cfg.conv_clamp:g}; rosinality has no clamp")
+    if cfg.num_mixed_res:
+        warnings.append(f"mixed precision ({cfg.mixed_dtype}) in {cfg.num_mixed_res} blocks; rosinality "
+                        "computes in float32")
+    return warnings
 
 
 def discriminator_to_rosinality(variables: dict[str, Any], cfg: DiscriminatorConfig
