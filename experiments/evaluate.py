@@ -4,7 +4,7 @@
         --config.model=MODEL --config.data.source=zip --config.data.path=ffhq256.zip \
         --config.metrics=fid50k_full,kid50k_full,pr50k3_full,ppl2_wend \
         --config.inception=pt_inception-2015-12-05-6726825d.pth \
-        --config.vgg16=vgg16-397923af.pth --config.lpips=vgg.pth
+        --config.vgg16=vgg16-397923af.pth  # PR features and the LPIPS trunk (PPL)
 
 Writes OUT/metric-<name>.jsonl (one NVlabs-style record per run) and prints a table. For the
 embedded digits: --config.metrics=fid_digits (no weight files needed).
@@ -25,8 +25,8 @@ def get_config():
     config.metrics = "fid50k_full"    # comma-separated metric names
     config.data = default_data_config()  # the real images (source, path, resolution)
     config.inception = ""             # pytorch-fid pt_inception-2015-12-05-6726825d.pth (FID/KID/IS)
-    config.vgg16 = ""                 # torchvision vgg16-397923af.pth (precision/recall, LPIPS backbone)
-    config.lpips = ""                 # LPIPS-VGG linear weights, lpips' weights/v0.1/vgg.pth (PPL)
+    config.vgg16 = ""                 # torchvision vgg16-397923af.pth (precision/recall; LPIPS trunk for PPL)
+    config.lpips = ""                 # LPIPS v0.1 heads weights/v0.1/vgg.pth ('': the lpips package's)
     config.fid_convention = "nvlabs"  # 'nvlabs' (uint8, (x-128)/128, biased cov) | 'pytorch_fid'
     config.truncation_psi = 1.0
     config.noise_mode = "random"      # NVlabs metrics sample with random noise

@@ -80,11 +80,10 @@ def test_fid_nvlabs_formula_and_biased_covariance():
 
 
 def _pytorch_fid_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
-    try:  # the real function when pytorch-fid is installed (needs a torchvision stand-in)
-        import fake_torchvision
-        fake_torchvision.install()
-        from pytorch_fid.fid_score import calculate_frechet_distance
-        return float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2, eps))
+    try:  # the real function when pytorch-fid is installed (with a torchvision stand-in)
+        import fid_reference
+        _, fid_score = fid_reference.install()
+        return float(fid_score.calculate_frechet_distance(mu1, sigma1, mu2, sigma2, eps))
     except ImportError:  # transcription of fid_score.calculate_frechet_distance
         diff = mu1 - mu2
         covmean = scipy.linalg.sqrtm(sigma1.dot(sigma2))

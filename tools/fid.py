@@ -30,6 +30,17 @@ def list_images(path: str) -> list[pathlib.Path]:
     return sorted(f for ext in IMAGE_EXTENSIONS for f in p.glob(f"*.{ext}"))
 
 
+_JITTED: dict = {}
+
+
+def _jitted(detector):
+    import jax
+    key = (detector.name, detector.cache_key)
+    if key not in _JITTED:
+        _JITTED[key] = jax.jit(detector.fn)
+    return _JITTED[key]
+
+
 def folder_statistics(path: str, detector, batch_size: int = 50, convention: str = "pytorch_fid",
                       progress: bool = True):
     """(mu [2048], sigma [2048, 2048]) of the images in folder ``path`` (float64)."""
@@ -45,7 +56,7 @@ def folder_statistics(path: str, detector, batch_size: int = 50, convention: str
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}")
     if len(files) < 2:
         raise ValueError(f"{path}: FID needs at least 2 images, found {len(files)}")
-    fn = jax.jit(detector.fn)
+    fn = _jitted(detector)
     stats = FeatureStats(capture_mean_cov=True)
     for i in tqdm(range(0, len(files), batch_size), desc=os.path.basename(os.path.normpath(path)),
                   disable=not progress):
@@ -57,8 +68,12 @@ def folder_statistics(path: str, detector, batch_size: int = 50, convention: str
             except OSError as e:
                 raise ValueError(f"cannot read image {f}: {e}") from None
         shapes = {b.shape for b in batch}
-        if len(shapes) == 1:
-            stats.append(np.asarray(fn(detector.params, np.stack(batch))))
+        if len(shapes) == 1:  # pad the last batch so one program serves every batch
+            x = np.stack(batch)
+            n = len(x)
+            if n < batch_size:
+                x = np.concatenate([x, np.zeros((batch_size - n, *x.shape[1:]), x.dtype)])
+            stats.append(np.asarray(fn(detector.params, x))[:n])
         else:  # mixed sizes: one at a time (each is resized to 299 by the detector)
             for b in batch:
                 stats.append(np.asarray(fn(detector.params, b[None])))
@@ -77,6 +92,17 @@ def path_statistics(path: str, detector, batch_size: int, convention: str, progr
     if not os.path.isdir(path):
         raise FileNotFoundError(f"invalid path: {path} (an image folder or a .npz statistics file)")
     return folder_statistics(path, detector, batch_size, convention, progress)
+
+
+_DETECTORS: dict = {}
+
+
+def _detector(path: str, convention: str):
+    from gancomp_jax.metrics.detectors import inception_detector
+    key = (os.path.abspath(path), convention)
+    if key not in _DETECTORS:
+        _DETECTORS[key] = inception_detector(path, convention, "pool")
+    return _DETECTORS[key]
 
 
 def main(argv=None) -> int:
@@ -101,7 +127,6 @@ def main(argv=None) -> int:
 def _run(args) -> int:
     import numpy as np
 
-    from gancomp_jax.metrics.detectors import inception_detector
     from gancomp_jax.metrics.fid import frechet_distance
 
     if not os.path.exists(args.inception):
@@ -111,7 +136,7 @@ def _run(args) -> int:
     for p in args.path[:1 if args.save_stats else 2]:
         if not os.path.exists(p):
             raise FileNotFoundError(f"invalid path: {p}")
-    detector = inception_detector(args.inception, args.convention, "pool")
+    detector = _detector(args.inception, args.convention)
     if args.save_stats:
         mu, sigma = path_statistics(args.path[0], detector, args.batch_size, args.convention, not args.no_progress)
         np.savez_compressed(args.path[1], mu=mu, sigma=sigma)

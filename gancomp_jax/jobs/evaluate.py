@@ -4,7 +4,7 @@
         --config.model=MODEL --config.data.source=zip --config.data.path=ffhq256.zip \
         --config.metrics=fid50k_full,kid50k_full,pr50k3_full,ppl2_wend \
         --config.inception=pt_inception-2015-12-05-6726825d.pth --config.vgg16=vgg16-397923af.pth \
-        --config.lpips=vgg.pth
+        [--config.lpips=weights/v0.1/vgg.pth]
 
 ``MODEL`` is a model directory, an NVlabs ``.pkl`` or a rosinality ``.pt``. Each metric appends
 one record to ``OUT/metric-<name>.jsonl`` (``results``, ``metric``, ``total_time``,
@@ -71,8 +71,9 @@ def run(config, workdir: str) -> list[dict]:
             raise ValueError(f"metric {m} needs config.inception: pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
         if m.startswith("pr") and not config.vgg16:
             raise ValueError(f"metric {m} needs config.vgg16: torchvision's vgg16-397923af.pth")
-        if m.startswith("ppl") and not config.lpips:
-            raise ValueError(f"metric {m} needs config.lpips: LPIPS-VGG weights (weights/v0.1/vgg.pth)")
+        if m.startswith("ppl") and not config.vgg16:
+            raise ValueError(f"metric {m} needs config.vgg16: torchvision's vgg16-397923af.pth (the LPIPS "
+                             f"trunk; the heads come from config.lpips or the installed lpips package)")
     source = build_source(config.data)
     labels = _labels(source)
     spec = load_generator(config.model, config.network, config.truncation_psi, config.noise_mode, labels)

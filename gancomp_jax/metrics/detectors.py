@@ -10,10 +10,16 @@
     ``(x − 128)/128`` — the normalisation of NVlabs' TorchScript ``inception-2015-12-05.pt``;
     its in-graph TensorFlow resize is approximated by the half-pixel bilinear resize.
 
-* ``vgg16_detector(path)``: VGG16 fc2 features (4096-d) for precision/recall (NVlabs uses its
-  ``vgg16.pt`` with ``return_features=True``; here torchvision's VGG16 weights with ImageNet
-  normalisation at 224 px, see :mod:`gancomp_jax.nets`).
-* ``lpips_fn(path)``: LPIPS-VGG distance for PPL, ``(params, x0, x1) -> [N]`` on [-1, 1] images.
+* ``vgg16_detector(path)``: VGG16 fc7 features (4096-d, ReLU output of ``classifier.3``) for
+  precision/recall. NVlabs uses the fc7 of its TorchScript ``vgg16.pt`` (Caffe VGG16 weights via
+  StyleGAN's TF network, resizing uint8 input to 224 inside); here torchvision's VGG16 weights
+  (``vgg16-397923af.pth``) with bilinear resize to 224 and ImageNet mean/std
+  (:mod:`gancomp_jax.nets.vgg_lpips`): same architecture and role, different weights and input
+  pipeline, so precision/recall values are close in meaning but not interchangeable.
+* ``lpips_fn(vgg16_path, heads_path)``: LPIPS v0.1 (VGG trunk from torchvision's file, linear
+  heads from lpips' ``weights/v0.1/vgg.pth``, by default the installed ``lpips`` package's) for
+  PPL, ``(params, x0, x1) -> [N]`` on [-1, 1] images. NVlabs' ``vgg16.pt`` computes the LPIPS
+  of StyleGAN's ``vgg16_zhang_perceptual`` network; values agree in meaning, not exactly.
 """
 
 from __future__ import annotations
@@ -75,22 +81,25 @@ def vgg16_detector(path, net=None) -> Detector:
     from gancomp_jax import nets
     if net is None:
         net = nets.load("vgg16", _need(path, "VGG16 weights (torchvision vgg16-397923af.pth)"))
+    if not net.config.get("classifier", True):
+        raise ValueError(f"{net.source}: precision/recall needs VGG16's classifier layers (fc7), "
+                         f"which this file does not hold")
     apply = net.apply
 
     def fn(params, images):
-        x = jnp.asarray(images, jnp.float32) / 127.5 - 1.0
-        out = apply(params, x)
-        return out["fc2"] if isinstance(out, dict) else out
+        x = jnp.asarray(images, jnp.float32) / 127.5 - 1.0  # [-1, 1]; the net resizes to 224
+        return apply(params, x)["fc7"]
 
     return Detector(name="vgg16", fn=fn, params=net.params,
                     cache_key=("vgg16", file_fingerprint(net.source or path)))
 
 
-def lpips_fn(path, net=None):
+def lpips_fn(vgg16_path, heads_path=None, net=None):
     """``(lpips(params, x0, x1) -> [N], params)`` for LPIPS-VGG on NHWC images in [-1, 1]."""
     from gancomp_jax import nets
     if net is None:
-        net = nets.load("lpips_vgg", _need(path, "LPIPS-VGG weights"))
+        net = nets.load("lpips_vgg", _need(vgg16_path, "VGG16 weights for LPIPS (torchvision vgg16-397923af.pth)"),
+                        lin_path=heads_path or None)
     apply = net.apply
 
     def lpips(params, x0, x1):

@@ -47,7 +47,9 @@ class MetricOptions:
       G: what to sample (:class:`GeneratorSpec`).
       dataset: real-image source (``__len__``/``__getitem__`` → ``{'image': uint8 [R, R, 3]}``).
       dataset_name: name used in the statistics-cache file names.
-      inception, vgg16, lpips: weight files (pytorch-fid Inception, torchvision VGG16, LPIPS).
+      inception, vgg16, lpips: weight files: pytorch-fid's Inception, torchvision's VGG16 (P&R
+        features and the LPIPS trunk) and LPIPS v0.1 heads (``None``: the installed lpips
+        package's ``weights/v0.1/vgg.pth``).
       fid_convention: ``'nvlabs'`` (default) or ``'pytorch_fid'`` (see :mod:`.fid`).
       batch_size: images per detector batch (split over devices).
       num_gen, max_real: override the metric's sample counts (None: NVlabs').
@@ -90,10 +92,10 @@ class MetricOptions:
                     raise ValueError(f"metric {metric} needs config.vgg16: torchvision's vgg16-397923af.pth")
                 self.detectors[name] = det.vgg16_detector(self.vgg16)
             elif name == "lpips":
-                if not self.lpips:
-                    raise ValueError(f"metric {metric} needs config.lpips: LPIPS-VGG weights "
-                                     f"(lpips' weights/v0.1/vgg.pth) and config.vgg16")
-                self.detectors[name] = det.lpips_fn(self.lpips)
+                if not self.vgg16:
+                    raise ValueError(f"metric {metric} needs config.vgg16 (torchvision's vgg16-397923af.pth, "
+                                     f"the LPIPS trunk) and optionally config.lpips (weights/v0.1/vgg.pth)")
+                self.detectors[name] = det.lpips_fn(self.vgg16, self.lpips)
             elif name == "digits_features":
                 from gancomp_jax.metrics.digits_classifier import digits_detector
                 self.detectors[name] = digits_detector("features")

@@ -1,0 +1,239 @@
+"""Report job: teacher vs students — cost, speed and quality in one table, grid and plot.
+
+    python -m gancomp_jax.main --config experiments/report.py --workdir OUT \
+        --config.teacher=T --config.students=S1,S2 [--config.names=teacher,pruned,distilled] \
+        [--config.metrics=fid50k_full --config.inception=FILE --config.data.source=zip ...]
+
+Writes, in OUT:
+
+* ``report.json`` and ``report.md``: one row per model — parameters and MACs of the generator
+  (:func:`gancomp_jax.metrics.cost.generator_cost`, executed MACs for one image), compression
+  rate ``1 − MACs/MACs_teacher``, speed-up, images/s (jitted float32 batch inference on this
+  machine's first device, median of timed calls after a warm-up), and every metric's results;
+* ``grid.png``: one row per model (teacher first), the same seeds in every row
+  (``z = RandomState(seed).randn``, ``noise_mode='const'``, ψ = 1), described in ``report.md``;
+* ``quality_vs_macs.png``: the first FID-like result (``fid50k_full``, ``fid_digits``, ...)
+  against MACs, the figure compression papers show (matplotlib);
+* ``metric-<name>.jsonl``: NVlabs-style records, one per model (``snapshot_pkl`` = the model).
+
+:func:`make_report` is the same as a function (the quickstart's ``evaluate`` stage calls it).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from gancomp_jax.utils.images import make_grid, save_png, to_uint8
+from gancomp_jax.utils.ranges import parse_seeds
+
+
+def images_per_second(spec, batch_size: int = 16, iters: int = 5) -> float:
+    """Generator throughput: images/s of jitted batch inference (const noise, float32)."""
+    G = spec.module
+    fn = jax.jit(lambda v, z, c: G.apply(v, z, c, noise_mode="const"))
+    v = jax.device_put(spec.variables)
+    z = jnp.asarray(np.random.RandomState(0).randn(batch_size, G.config.z_dim), jnp.float32)
+    c = None
+    if G.config.c_dim:
+        c = jnp.zeros((batch_size, G.config.c_dim)).at[:, 0].set(1)
+    jax.block_until_ready(fn(v, z, c))
+    times = []
+    for _ in range(max(1, iters)):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(v, z, c))
+        times.append(time.perf_counter() - t0)
+    return batch_size / statistics.median(times)
+
+
+def sample_row(spec, seeds: Sequence[int]) -> np.ndarray:
+    """uint8 ``[len(seeds), R, R, 3]``: NVlabs seeds, const noise, ψ = 1."""
+    G = spec.module
+    z = np.stack([np.random.RandomState(s).randn(G.config.z_dim) for s in seeds]).astype(np.float32)
+    c = None
+    if G.config.c_dim:
+        c = np.zeros((len(seeds), G.config.c_dim), np.float32)
+        c[:, 0] = 1
+    img = np.asarray(jax.jit(lambda v, z, c: G.apply(v, z, c, noise_mode="const"))(spec.variables, z, c))
+    u8 = to_uint8(img)
+    return np.repeat(u8, 3, axis=-1) if u8.shape[-1] == 1 else u8
+
+
+def _resize_nearest(img: np.ndarray, size: int) -> np.ndarray:
+    if img.shape[1] == size:
+        return img
+    idx = (np.arange(size) * img.shape[1]) // size
+    return img[:, idx][:, :, idx]
+
+
+def _quality_key(results: Mapping[str, Any]) -> str | None:
+    for k in ("fid50k_full", "fid50k", "fid_digits", "kid50k_full", "kid50k"):
+        if k in results:
+            return k
+    return None
+
+
+def plot_quality_vs_macs(rows: list[dict], key: str, path: Path) -> Path:
+    """Scatter of ``key`` against generator MACs (log x), teacher as a star, labelled points."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=120)
+    for r in rows:
+        if key not in r["metrics"]:
+            continue
+        x, y = r["macs"], r["metrics"][key]
+        ax.scatter([x], [y], marker="*" if r["role"] == "teacher" else "o",
+                   s=140 if r["role"] == "teacher" else 60, zorder=3)
+        ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("generator MACs per image")
+    ax.set_ylabel(key + (" (lower is better)" if key.startswith(("fid", "kid")) else ""))
+    ax.set_title(f"{key} vs MACs")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, list):
+        return "[" + ", ".join(f"{x:.2f}" if isinstance(x, float) else str(x) for x in v) + "]"
+    return str(v)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    keys: list[str] = []
+    for r in rows:
+        for k in r["metrics"]:
+            if k not in keys and not isinstance(r["metrics"][k], list):
+                keys.append(k)
+    head = ["model", "role", "params", "MACs", "compression", "speed-up", "images/s"] + keys
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["name"], r["role"], _fmt(r["params"]), _fmt(r["macs"]),
+                 f"{100 * r['compression_rate']:.1f} %", f"{r['speedup']:.2f}×",
+                 f"{r['images_per_second']:.1f}"] + [_fmt(r["metrics"].get(k, "")) for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def make_report(teacher: str, students: Sequence[str] | Mapping[str, str], out_dir: str | Path, *,
+                names: Sequence[str] | None = None, metrics: str = "fid_digits", data=None,
+                inception: str | None = None, vgg16: str | None = None, lpips: str | None = None,
+                fid_convention: str = "nvlabs", num_gen: int | None = None, max_real: int | None = None,
+                seeds: str = "0-7", batch_size: int = 64, speed_batch: int = 16, speed_iters: int = 5,
+                seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Builds the report (see module docstring) and returns its JSON content.
+
+    ``students``: paths, or ``{name: path}``; ``names``: names for teacher and students (default:
+    'teacher' and the student directory names). ``data``: a data config (default: the embedded
+    digits). ``metrics``: comma-separated registry names ('' for none).
+    """
+    from gancomp_jax.data import build_source, default_data_config
+    from gancomp_jax.jobs.evaluate import load_generator
+    from gancomp_jax.metrics import registry
+    from gancomp_jax.metrics.cost import compression_rate, generator_cost
+    from gancomp_jax.metrics.hook import _labels
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(students, Mapping):
+        student_items = list(students.items())
+    else:
+        student_items = [(Path(str(p).rstrip("/")).name, p) for p in students]
+    models = [("teacher", teacher, "teacher")] + [(n, p, "student") for n, p in student_items]
+    if names:
+        if len(names) != len(models):
+            raise ValueError(f"config.names has {len(names)} names for {len(models)} models (teacher + students)")
+        models = [(n, p, role) for n, (_, p, role) in zip(names, models)]
+    if not teacher:
+        raise ValueError("config.teacher is required (a model directory, NVlabs .pkl or rosinality .pt)")
+    metric_names = [m.strip() for m in str(metrics).split(",") if m.strip()]
+    bad = [m for m in metric_names if not registry.is_valid_metric(m)]
+    if bad:
+        raise ValueError(f"unknown metric(s) {bad}; valid: {', '.join(registry.list_valid_metrics())}")
+    data = data if data is not None else default_data_config()
+    source = build_source(data)
+    dataset_name = data.get("name") or data.get("source")
+    labels = _labels(source)
+    specs = [(n, p, role, load_generator(str(p), labels=labels)) for n, p, role in models]  # all load first
+    seed_list = parse_seeds(seeds)
+    teacher_cost = generator_cost(specs[0][3].config)
+    rows, grid_rows, detectors = [], [], {}
+    for name, path, role, spec in specs:
+        logging.info("report: %s (%s)", name, path)
+        cost = generator_cost(spec.config)
+        row = dict(name=name, role=role, model=str(path), resolution=spec.config.img_resolution,
+                   widths=list(spec.config.channels), params=int(cost["params"]), macs=int(cost["macs"]),
+                   macs_cagc=int(cost["macs_cagc"]),
+                   compression_rate=compression_rate(cost["macs"], teacher_cost["macs"]),
+                   speedup=teacher_cost["macs"] / max(cost["macs"], 1),
+                   images_per_second=images_per_second(spec, speed_batch, speed_iters),
+                   metrics={}, records=[])
+        opts = registry.MetricOptions(G=spec, dataset=source, dataset_name=dataset_name,
+                                      inception=inception, vgg16=vgg16, lpips=lpips,
+                                      fid_convention=fid_convention, batch_size=batch_size, num_gen=num_gen,
+                                      max_real=max_real, seed=seed, progress=progress, detectors=detectors)
+        for m in metric_names:
+            rec = registry.calc_metric(m, opts)
+            registry.report_metric(rec, str(out), snapshot=str(path))
+            row["metrics"].update(rec["results"])
+            row["records"].append({k: rec[k] for k in rec if k != "results"})
+        rows.append(row)
+        grid_rows.append(sample_row(spec, seed_list))
+    size = max(r.shape[1] for r in grid_rows)
+    grid = make_grid(np.concatenate([_resize_nearest(r, size) for r in grid_rows]), cols=len(seed_list))
+    grid_path = out / "grid.png"
+    save_png(grid_path, grid)
+    key = next((k for k in (_quality_key(r["metrics"]) for r in rows) if k), None)
+    plot_path = plot_quality_vs_macs(rows, key, out / "quality_vs_macs.png") if key else None
+    report = dict(teacher=str(teacher), rows=rows, seeds=seed_list, grid=str(grid_path),
+                  plot=None if plot_path is None else str(plot_path), quality_metric=key,
+                  device=str(jax.devices()[0].device_kind), num_devices=len(jax.devices()))
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    md = ["# Compression report", "",
+          f"Teacher: `{teacher}`. MACs: executed multiply-accumulates of one generated image "
+          f"(gancomp_jax.metrics.cost); compression rate = 1 − MACs/MACs(teacher); images/s: "
+          f"batch {speed_batch}, float32, on {report['device']}.", "",
+          markdown_table(rows), ""]
+    for r in rows:
+        shares = r["metrics"].get("digits_class_shares")
+        if shares:
+            md.append(f"- {r['name']}: digit shares {_fmt(shares)}")
+    md += ["", f"Samples (rows: {', '.join(r['name'] for r in rows)}; seeds {seeds}; const noise, ψ = 1):", "",
+           f"![grid]({grid_path.name})", ""]
+    if plot_path:
+        md += [f"![{key} vs MACs]({plot_path.name})", ""]
+    (out / "report.md").write_text("\n".join(md))
+    report["markdown"] = str(out / "report.md")
+    return report
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+    students = [s.strip() for s in str(config.students).split(",") if s.strip()]
+    names = [s.strip() for s in str(config.names).split(",") if s.strip()] or None
+    report = make_report(
+        config.teacher, students, workdir, names=names, metrics=config.metrics, data=config.data,
+        inception=config.inception or None, vgg16=config.vgg16 or None, lpips=config.lpips or None,
+        fid_convention=config.fid_convention, num_gen=int(config.num_gen) or None,
+        max_real=int(config.max_real) or None, seeds=config.seeds, batch_size=int(config.batch_size),
+        speed_batch=int(config.speed_batch), seed=int(config.seed), progress=bool(config.progress))
+    print(markdown_table(report["rows"]))
+    print(f"report: {report['markdown']} (grid {report['grid']}, plot {report['plot']})")
+    return report
