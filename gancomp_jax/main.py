@@ -34,6 +34,7 @@ JOBS = {
     "init_model": "gancomp_jax.jobs.init_model",
     "train": "gancomp_jax.jobs.train",
     "quickstart": "gancomp_jax.jobs.quickstart",
+    "dgl_gan": "gancomp_jax.jobs.dgl_gan",
     "prune": "gancomp_jax.jobs.prune",
     "evaluate": "gancomp_jax.jobs.evaluate",
     "report": "gancomp_jax.jobs.report",

@@ -1,0 +1,61 @@
+"""DGL-GAN (discriminator-guided compression): stage 1 then stage 2, chained.
+
+    python -m gancomp_jax.main --config experiments/dgl_gan.py --workdir runs/dgl \\
+        --config.method.teacher=models/ffhq256 --config.data.source=zip --config.data.path=ffhq256.zip
+
+Stage 1 trains the narrow student (teacher widths / ``method.channel_divisor``) as plain
+StyleGAN2 in ``WORKDIR/stage1`` (from scratch, or ``--config.method.init=pruned
+--config.method.student=PRUNED_DIR``); stage 2 starts from stage 1's G and D with fresh
+optimiser states and adds ``α · softplus(-D_T(G(z)))`` with the teacher's D frozen
+(``--config.method.g_teacher_term=ens`` for the ens variant, ``--config.method.d_loss=
+teacher_weighted`` for the teacher-weighted D loss, ``--config.method.alpha=0.5``), in
+``WORKDIR/stage2`` (its ``model/`` is the result). Re-running resumes whichever stage is
+unfinished. Kimg per stage: ``method.stage1_kimg`` / ``method.stage2_kimg``.
+
+Variants: ``ffhq256`` (default; the authors' StyleGAN2 settings: lr 0.002, batch 32, R1 γ 10,
+path length, EMA 10 kimg, x-flips; their FFHQ runs used the 1024-px config-f teacher) and
+``digits`` (quickstart-sized: the small32 digits teacher → student at half width, or the
+pruned student with ``method.init=pruned``).
+"""
+
+from gancomp_jax.methods import dgl_gan
+from gancomp_jax.train.config import default_train_config
+
+VARIANTS = ("ffhq256", "digits")
+
+
+def get_config(variant: str = "ffhq256"):
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown dgl_gan variant {variant!r}; choose from {VARIANTS}")
+    c = default_train_config()
+    c.job = "dgl_gan"
+    c.method = dgl_gan.default_config()
+    c.method.stage1_kimg = 30000.0
+    c.method.stage2_kimg = 30000.0
+    if variant == "ffhq256":
+        c.model.preset = "paper256"
+        c.data.source = "zip"
+        c.data.xflip = True
+        c.batch_size = 32
+        c.lr = 0.002
+        c.r1_gamma = 10.0
+        c.pl_weight = 2.0
+        c.style_mixing_prob = 0.9
+        c.ema_kimg = 10.0
+        c.ema_rampup = 0.0
+    else:
+        c.model.preset = "small32"
+        c.data.source = "digits"
+        c.batch_size = 16
+        c.lr = 0.0025
+        c.r1_gamma = 1.0
+        c.pl_weight = 0.0
+        c.style_mixing_prob = 0.0
+        c.ema_kimg = 2.0
+        c.ema_rampup = 0.05
+        c.method.stage1_kimg = 3.0
+        c.method.stage2_kimg = 3.0
+        c.log_every_steps = 50
+        c.checkpoint_every_steps = 200
+        c.sample_every_steps = 200
+    return c
