@@ -260,6 +260,43 @@ def deep_dicts_pt(tmp: Path, marker: Path) -> Path:
     return torch_zip(tmp / "deep.pt", data_pkl)
 
 
+def _shared(depth: int, empty: bytes, fill: Callable[[bytes], bytes]) -> bytes:
+    """Opcodes for containers c_0 .. c_depth where c_k holds c_(k-1) twice: 2^depth items as a tree."""
+    out = empty + pickle.BINPUT + b"\x00" + pickle.POP
+    for level in range(1, depth + 1):
+        previous = pickle.BINGET + bytes([level - 1])
+        out += empty + pickle.MARK + fill(previous) + pickle.BINPUT + bytes([level]) + pickle.POP
+    return out + pickle.BINGET + bytes([depth])
+
+
+def shared_lists(tmp: Path, marker: Path) -> Path:
+    """Lists sharing their items (60 levels): 2^60 items when walked as a tree, 1 KB as a pickle."""
+    body = _shared(60, pickle.EMPTY_LIST, lambda item: item * 2 + pickle.APPENDS)
+    path = tmp / "shared.pkl"
+    path.write_bytes(b"\x80\x03}" + pickle.MARK + pickle.BINUNICODE + struct.pack("<I", 5) + b"G_ema"
+                     + pickle.BININT1 + b"\x01" + pickle.BINUNICODE + struct.pack("<I", 19) + b"training_set_kwargs"
+                     + body + pickle.SETITEMS + pickle.STOP)
+    return path
+
+
+def shared_dicts_pt(tmp: Path, marker: Path) -> Path:
+    """A .pt whose state dict 'g' is 60 levels of dicts sharing their values (no POP: torch lacks it)."""
+    def key(name: bytes) -> bytes:
+        return pickle.BINUNICODE + struct.pack("<I", len(name)) + name
+
+    def level(k: int) -> bytes:  # c_k = {'a': c_(k-1), 'b': c_(k-1)}
+        previous = pickle.BINGET + bytes([k - 1])
+        return (pickle.EMPTY_DICT + pickle.MARK + key(b"a") + previous + key(b"b") + previous + pickle.SETITEMS
+                + pickle.BINPUT + bytes([k]))
+
+    depth = 60
+    scratch = (pickle.EMPTY_LIST + pickle.MARK + pickle.EMPTY_DICT + pickle.BINPUT + b"\x00"
+               + b"".join(level(k) for k in range(1, depth)) + pickle.APPENDS)
+    data_pkl = (b"\x80\x02}" + pickle.MARK + key(b"scratch") + scratch + key(b"g") + level(depth) + pickle.SETITEMS
+                + pickle.STOP)
+    return torch_zip(tmp / "shared.pt", data_pkl)
+
+
 def self_referential(tmp: Path, marker: Path) -> Path:
     """A list that contains itself, beside a network entry."""
     loop: list = []
@@ -335,6 +372,8 @@ HOSTILE: dict[str, tuple[Callable[[Path, Path], Path], tuple[str, ...], str]] = 
     "deep_lists": (deep_lists, AUTO, "nest more than"),
     "deep_dicts_pt": (deep_dicts_pt, BOTH, "nest more than"),
     "self_referential": (self_referential, AUTO, "contains itself"),
+    "shared_lists": (shared_lists, AUTO, "expand to more than"),
+    "shared_dicts_pt": (shared_dicts_pt, BOTH, "expand to more than"),
     "easydict_build": (easydict_build, AUTO, "corrupt"),
     "stub_build": (stub_build, AUTO, "cannot be changed"),
     "newobj_dtype": (newobj_dtype, AUTO, "numpy dtype"),

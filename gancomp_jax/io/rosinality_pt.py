@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from .torch_pickle import (MAX_NESTING, SAFE_GLOBALS, AllocationBudget, CheckpointFormatError, ReadOnlyType,
-                           UnsafePickleError, charge_allocation, check_zip_archive, default_max_alloc, describe,
-                           describe_keys, is_torch_save_file, load_torch_file, sniff_container)
+from .torch_pickle import (MAX_NESTING, SAFE_GLOBALS, AllocationBudget, CheckpointFormatError,
+                           ReadOnlyType, UnsafePickleError, charge_allocation, check_zip_archive, default_max_alloc,
+                           describe, describe_keys, is_torch_save_file, load_torch_file, sniff_container)
 
 __all__ = ["READERS", "ROSINALITY_NETWORK_KEYS", "load_rosinality_pt"]
 
@@ -60,15 +60,26 @@ class _Namespace(dict, metaclass=ReadOnlyType):
 
 _ROSINALITY_GLOBALS = {("argparse", "Namespace"): _Namespace}
 
+#: Most items (tensors, values, dicts) the converted entries of a torch-read file may hold.
+MAX_STATE_ITEMS = 100_000
 
-def _torch_to_numpy(value: Any, budget: AllocationBudget, depth: int = 0, active: frozenset = frozenset()) -> Any:
+
+def _torch_to_numpy(value: Any, budget: AllocationBudget, depth: int = 0, active: frozenset = frozenset(),
+                    visits: list[int] | None = None) -> Any:
     """torch tensors -> C-contiguous numpy arrays (bfloat16 widened to float32, as the builtin reader).
 
     Each copy is charged to ``budget`` first (a zero-stride tensor can claim any size);
-    dicts nested deeper than ``MAX_NESTING`` or containing themselves are refused.
+    dicts nested deeper than ``MAX_NESTING``, containing themselves or expanding (through
+    shared dicts) to more than :data:`MAX_STATE_ITEMS` items are refused.
     """
     import torch
 
+    visits = [0] if visits is None else visits
+    visits[0] += 1
+    if visits[0] > MAX_STATE_ITEMS:
+        raise CheckpointFormatError(f"{budget.source}: the state dicts expand to more than {MAX_STATE_ITEMS} items "
+                                    "(a shared dict counts once per reference); a StyleGAN2 checkpoint has a few "
+                                    "thousand")
     if depth > MAX_NESTING:
         raise CheckpointFormatError(f"{budget.source}: containers nest more than {MAX_NESTING} levels deep")
     if isinstance(value, torch.Tensor):
@@ -84,7 +95,7 @@ def _torch_to_numpy(value: Any, budget: AllocationBudget, depth: int = 0, active
         if id(value) in active:
             raise CheckpointFormatError(f"{budget.source}: a dict contains itself (self-referential structure)")
         inner = active | {id(value)}
-        return {key: _torch_to_numpy(item, budget, depth + 1, inner) for key, item in dict.items(value)}
+        return {key: _torch_to_numpy(item, budget, depth + 1, inner, visits) for key, item in dict.items(value)}
     return value
 
 
@@ -155,8 +166,10 @@ def _load_with_torch(path: Path, source: str, max_alloc: int | None = None) -> A
         return data
     # only what load_rosinality_pt returns; optimizer states stay torch tensors and are dropped
     try:
-        return {key: _torch_to_numpy(value, budget) if key in (*ROSINALITY_NETWORK_KEYS, "latent_avg", "args")
-                else value for key, value in dict.items(data)}
+        visits = [0]
+        return {key: _torch_to_numpy(value, budget, visits=visits)
+                if key in (*ROSINALITY_NETWORK_KEYS, "latent_avg", "args") else value
+                for key, value in dict.items(data)}
     except CheckpointFormatError:
         raise
     except _TORCH_ERRORS as exc:

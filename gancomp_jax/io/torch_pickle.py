@@ -73,6 +73,7 @@ import numpy as np
 __all__ = [
     "LEGACY_MAGIC_NUMBER",
     "LEGACY_PROTOCOL_VERSION",
+    "MAX_EXPANDED_ITEMS",
     "MAX_NESTED_STREAMS",
     "MAX_NESTING",
     "SAFE_GLOBALS",
@@ -138,6 +139,8 @@ class AllocationLimitError(CheckpointFormatError):
 MAX_NESTED_STREAMS = 4
 #: How deep containers (dicts, lists, tuples, objects) may nest (real checkpoints: < 40).
 MAX_NESTING = 100
+#: How many items the loaded value may have when walked as a tree (real checkpoints: < 10^5).
+MAX_EXPANDED_ITEMS = 2_000_000
 _MIN_MAX_ALLOC = 256 << 20
 _MAX_ALLOC_PER_FILE_BYTE = 4
 
@@ -1045,12 +1048,14 @@ def _read_pickle_or_legacy(file: BinaryIO, source: str, allowed: GlobalTable) ->
     return first
 
 
-def _finalize(obj: Any, memo: dict[int, tuple[Any, Any]], active: set[int], depth: int = 0) -> Any:
+def _finalize(obj: Any, memo: dict[int, tuple[Any, Any, int]], active: set[int], depth: int = 0) -> Any:
     """Swap the unpickling stand-ins for real objects (arrays, dtypes), in place where possible.
 
-    ``memo`` maps ``id(original) -> (original, result)`` (the original is kept
-    alive so that its id is not reused). Refuses containers nested deeper than
-    :data:`MAX_NESTING` or containing themselves.
+    ``memo`` maps ``id(original) -> (original, result, expanded size)`` (the original is
+    kept alive so that its id is not reused); the expanded size counts the items of the
+    value as a tree, shared containers once per reference. Refuses containers nested deeper
+    than :data:`MAX_NESTING`, containing themselves, or expanding to more than
+    :data:`MAX_EXPANDED_ITEMS` (shared containers could otherwise cost 2^depth to walk).
     """
     key = id(obj)
     if key in memo:
@@ -1072,26 +1077,30 @@ def _finalize(obj: Any, memo: dict[int, tuple[Any, Any]], active: set[int], dept
             data = obj.resolve() if isinstance(obj, _PendingStorage) else obj.data
             charge_allocation(data.nbytes, "a storage")
             value = obj.dtype.to_numpy(np.array(data))
-        memo[key] = (obj, value)
+        memo[key] = (obj, value, 1)
         return value
     if isinstance(obj, (str, bytes, bytearray, int, float, complex, bool, type(None), TorchDType, np.ndarray)):
         return obj
-    memo[key] = (obj, obj)
+    memo[key] = (obj, obj, 1)
     active.add(key)
-    walk = partial(_finalize, memo=memo, active=active, depth=depth + 1)
+    size = 1
+
+    def walk(value: Any) -> Any:
+        nonlocal size
+        result = _finalize(value, memo, active, depth + 1)
+        entry = memo.get(id(value))
+        size += entry[2] if entry is not None and entry[0] is value else 1
+        return result
+
     if isinstance(obj, dict):
         for name, value in list(dict.items(obj)):
             dict.__setitem__(obj, name, walk(value))
     elif isinstance(obj, list):
         obj[:] = [walk(value) for value in obj]
     elif isinstance(obj, (set, frozenset)):
-        result: Any = type(obj)(walk(value) for value in obj)
-        memo[key] = (obj, result)
-        obj = result
+        obj = type(obj)(walk(value) for value in obj)
     elif type(obj) is tuple:
-        result = tuple(walk(value) for value in obj)
-        memo[key] = (obj, result)
-        obj = result
+        obj = tuple(walk(value) for value in obj)
     elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         for field in dataclasses.fields(obj):
             object.__setattr__(obj, field.name, walk(getattr(obj, field.name)))
@@ -1099,6 +1108,12 @@ def _finalize(obj: Any, memo: dict[int, tuple[Any, Any]], active: set[int], dept
         attributes = vars(obj)
         for name, value in list(attributes.items()):
             attributes[name] = walk(value)
+    if size > MAX_EXPANDED_ITEMS:
+        raise CheckpointFormatError(
+            f"shared containers expand to more than {MAX_EXPANDED_ITEMS} items "
+            "(each reference to a shared container counts its items again)"
+        )
+    memo[key] = (memo[key][0], obj, size)
     active.discard(key)
     return obj
 
