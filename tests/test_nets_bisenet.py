@@ -251,6 +251,12 @@ def test_convert_prefix_and_errors(model_and_file, tmp_path):
     torch.save({"module." + k: v for k, v in model.state_dict().items()}, tmp_path / "dp.pth")
     c = nets.load("bisenet", tmp_path / "dp.pth")
     jax.tree.map(np.testing.assert_array_equal, a.params, c.params)
+    # safetensors copy of the same state dict
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "parser.safetensors"))
+    d = nets.load("bisenet", tmp_path / "parser.safetensors")
+    jax.tree.map(np.testing.assert_array_equal, a.params, d.params)
     state = model.state_dict()
     state["cp.arm16.conv_atten.weight"] = state["cp.arm16.conv_atten.weight"][:64]
     torch.save(state, tmp_path / "bad.pth")

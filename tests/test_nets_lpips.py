@@ -103,6 +103,10 @@ def test_per_layer_and_vgg_taps(trunk, reference):
     for got, ref in zip(layers, ref_layers):
         ref = ref.detach().numpy().reshape(-1)
         assert np.max(np.abs(got - ref)) <= 1e-4 * np.max(np.abs(ref))
+    # bfloat16 compute, float32 result
+    half = nets.load("lpips_vgg", path, dtype=jnp.bfloat16)
+    d16 = half(jnp.asarray(x0.transpose(0, 2, 3, 1)), jnp.asarray(x1.transpose(0, 2, 3, 1)))
+    assert d16.dtype == jnp.float32 and np.max(np.abs(d16 - total)) <= 0.05 * np.max(np.abs(total))
     # the VGG taps themselves
     vgg = nets.load("vgg16", path, preprocess="none")
     assert vgg.config["classifier"] is False

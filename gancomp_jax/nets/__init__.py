@@ -55,9 +55,9 @@ class LoadedNet:
     config: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
 
-    def __call__(self, images: Any, **kw: Any) -> Any:
-        """``apply(params, images, **kw)``."""
-        return self.apply(self.params, images, **kw)
+    def __call__(self, *images: Any, **kw: Any) -> Any:
+        """``apply(params, *images, **kw)`` (LPIPS takes two image batches)."""
+        return self.apply(self.params, *images, **kw)
 
     def __iter__(self):
         """``params, apply = net`` unpacks like the ``(params, apply_fn)`` pairs of other loaders."""

@@ -14,7 +14,7 @@ torchvision key names, ``Conv2d_1a_3x3.conv.weight``, ``Mixed_5b.branch1x1.bn.ru
 
 Outputs of :func:`apply`: ``pool`` ``[N, 2048]`` (the final average pool: pytorch-fid's
 2048-d block-3 features used by FID and KID) and ``logits`` ``[N, 1008]`` (``fc`` on the pool,
-dropout off; IS uses ``softmax(logits)[:, 1:1001]`` in some implementations).
+dropout off, as ``fid_inception_v3()(x)`` in eval mode).
 """
 
 from __future__ import annotations
