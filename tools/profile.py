@@ -45,6 +45,9 @@ def parse_args(argv):
     p.add_argument("--ratio", type=float, default=None,
                    help="profile the generator narrowed by CAGC's rule: floor(ratio*C) channels removed per layer")
     p.add_argument("--layers", action="store_true", help="also print mapping-network layers")
+    p.add_argument("--xla", action="store_true",
+                   help="cross-check: compile the batch-1 forward passes (nothing is run) and compare XLA's "
+                        "cost-analysis FLOPs with 2 x the analytic executed MACs")
     return p.parse_args(argv)
 
 
@@ -123,6 +126,27 @@ def format_table(cost: dict, title: str, show_mapping: bool = False) -> str:
     return "\n".join(rows)
 
 
+def xla_flops(kind: str, cfg) -> float:
+    """FLOPs of the batch-1 forward pass by XLA's cost analysis, lowered from abstract inputs."""
+    import jax
+    import jax.numpy as jnp
+
+    from gancomp_jax import checkpoints
+    from gancomp_jax.models import Discriminator, Generator
+
+    variables = checkpoints.abstract_variables(kind, cfg)
+    c = jax.ShapeDtypeStruct((1, cfg.c_dim), jnp.float32) if cfg.c_dim else None
+    if kind == "generator":
+        x = jax.ShapeDtypeStruct((1, cfg.z_dim), jnp.float32)
+        fn = lambda v, x, c: Generator(cfg).apply(v, x, c, noise_mode="const")
+    else:
+        x = jax.ShapeDtypeStruct((1, cfg.img_resolution, cfg.img_resolution, cfg.img_channels), jnp.float32)
+        fn = lambda v, x, c: Discriminator(cfg).apply(v, x, c)
+    analysis = jax.jit(fn).lower(variables, x, c).compile().cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    return float(analysis["flops"])
+
+
 def measure_latency(net, batches: list[int], repeats: int) -> dict:
     """Compile time and images/s of the generator forward pass (z → image, noise const)."""
     import jax
@@ -164,6 +188,12 @@ def measure_latency(net, batches: list[int], repeats: int) -> dict:
         out["batches"][str(b)] = dict(compile_seconds=round(t1 - t0, 3), seconds_per_call=round(best, 5),
                                       images_per_second=round(b / best, 3))
     return out
+
+
+def jax_backend() -> str:
+    import jax
+
+    return jax.default_backend()
 
 
 def run(args) -> int:
@@ -214,6 +244,18 @@ def run(args) -> int:
         print(f"\ncompression vs {result['compression']['teacher']}: MAC reduction {100 * rate:.2f} % "
               f"({teacher_macs[0] / g['macs']:.2f}x fewer executed MACs); CAGC convention "
               f"{100 * rate_cagc:.2f} % ({human(teacher_macs[1])} -> {human(g['macs_cagc'])})")
+    if args.xla:
+        print()
+        for key, name in (("generator", gname), ("discriminator", dname)):
+            if name is None:
+                continue
+            flops = xla_flops(key, _kind_config(networks[name])[1])
+            cost = result[key]
+            cost["xla_flops"] = flops
+            cost["xla_flops_over_2macs"] = flops / (2 * cost["macs"])
+            print(f"XLA cost analysis of {name} ({jax_backend()}): {human(flops)} FLOPs; 2 x executed MACs "
+                  f"{human(2 * cost['macs'])} (ratio {cost['xla_flops_over_2macs']:.4f}); 2 x nominal MACs "
+                  f"{human(2 * cost['macs_nominal'])} (ratio {flops / (2 * cost['macs_nominal']):.4f})")
     if args.latency:
         if gname is None:
             raise ValueError(f"{spec} has no generator to time")
