@@ -16,6 +16,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+# The reference models need no torchvision; a torchvision wheel that does not match our torch
+# (its import fails) would otherwise break transformers' lazy imports of the CLIP/ViT modules.
+import transformers.utils.import_utils as _hf_import_utils  # noqa: E402
+
+_hf_import_utils._torchvision_available = False
 
 from gancomp_jax.nets import vit  # noqa: E402
 from gancomp_jax.nets.weights import save_converted  # noqa: E402
@@ -121,6 +126,15 @@ def test_gradient_wrt_image_matches_torch(hf_dirs, name):
     xt = torch.from_numpy(x).permute(0, 3, 1, 2).requires_grad_(True)
     (fn(model, xt, False) * torch.from_numpy(w)).sum().backward()
     _assert_close(grad, xt.grad.permute(0, 2, 3, 1).numpy(), rel=1e-3)
+
+
+def test_default_image_size(hf_dirs):
+    """CLIP / DINO ViTs keep the checkpoint's size; DINOv2 (published at 518 px) defaults to 224."""
+    assert vit.load_vit("dino_vit", hf_dirs["dino_vit"][3]).config["image_size"] == 32
+    assert vit.load_vit("clip_vit", hf_dirs["clip_full"][3]).config["image_size"] == 32
+    net = vit.load_vit("dinov2", hf_dirs["dinov2"][3])
+    assert net.config["image_size"] == 224
+    assert net.params["params"]["inner"]["embeddings"]["position_embeddings"].shape == (1, 28 * 28 + 1, 32)
 
 
 def test_bicubic_matrix_matches_torch():

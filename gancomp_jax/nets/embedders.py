@@ -146,9 +146,10 @@ def load_embedder(
     """Load embedder ``kind`` from ``path`` -> ``(params, apply_fn(params, images [-1,1] NHWC) -> [N, D])``.
 
     ``dtype=jnp.bfloat16`` runs the network in bfloat16 (parameters stay
-    float32; the output is float32). ``image_size`` (ViT kinds only, default
-    224) fixes the network's input size; the ResNet kinds take their size from
-    the weights (CLIP RN50: 224) or accept any size (DINO RN50).
+    float32; the output is float32). ``image_size`` (ViT kinds only; default:
+    the checkpoint's own for CLIP / DINO ViTs, 224 for DINOv2) fixes the
+    network's input size; the ResNet kinds take their size from the weights
+    (CLIP RN50: 224) or accept any size (DINO RN50).
     """
     mode = _resolve(kind, preprocess)  # validate before reading a large file
     kw: dict[str, Any] = {"dtype": dtype}

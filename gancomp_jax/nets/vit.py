@@ -20,7 +20,8 @@ the restricted unpickler of :mod:`gancomp_jax.io.torch_pickle`, never
 Flax module (a missing tensor is an error, never a random weight).
 
 Input size. Each network runs at one square size fixed at load
-(``image_size``; default 224 for all three kinds). When it differs from the
+(``image_size``; default: the checkpoint's own for CLIP and DINO ViTs, i.e.
+224, and 224 for DINOv2). When it differs from the
 checkpoint's own (DINOv2 is published at 518 px, i.e. 37x37 patches), the
 position embeddings are resized once at load exactly as transformers' torch
 ``interpolate_pos_encoding`` does (bicubic, ``align_corners=False``, A = -0.75,
@@ -65,7 +66,7 @@ __all__ = [
 NETWORKS = {"clip_vit": "CLIP ViT image encoder", "dino_vit": "DINO ViT", "dinov2": "DINOv2 ViT"}
 _MODEL_TYPES = {"clip_vit": ("clip", "clip_vision_model"), "dino_vit": ("vit",), "dinov2": ("dinov2",)}
 _BASE_PREFIX = {"clip_vit": "", "dino_vit": "vit", "dinov2": "dinov2"}
-DEFAULT_IMAGE_SIZE = 224
+DEFAULT_DINOV2_IMAGE_SIZE = 224
 
 
 def _quiet_import():
@@ -112,7 +113,7 @@ class _ClsEncoder(nn.Module):
 
 
 # --------------------------------------------------------------------------- configs
-def _hf_config(kind: str, raw: Mapping[str, Any], image_size: int, path: Any) -> tuple[Any, dict[str, Any]]:
+def _hf_config(kind: str, raw: Mapping[str, Any], image_size: int | None, path: Any) -> tuple[Any, dict[str, Any]]:
     """transformers config object for the vision tower at ``image_size`` and its JSON form."""
     hf = _quiet_import()
     model_type = raw.get("model_type")
@@ -137,6 +138,8 @@ def _hf_config(kind: str, raw: Mapping[str, Any], image_size: int, path: Any) ->
     else:
         config = hf["Dinov2Config"].from_dict(raw)
     extra["checkpoint_image_size"] = int(config.image_size)
+    if image_size is None:  # CLIP / DINO ViT: their own size (224); DINOv2 (published at 518): 224
+        image_size = DEFAULT_DINOV2_IMAGE_SIZE if kind == "dinov2" else config.image_size
     config.image_size = int(image_size)
     if image_size % config.patch_size:
         raise ValueError(f"{NETWORKS[kind]}: image_size {image_size} is not a multiple of the patch size {config.patch_size}")
@@ -332,7 +335,7 @@ def read_hf_vit_params(kind: str, directory: str | Path, *, image_size: int | No
         raw = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{network}: {cfg_path} is not valid JSON: {exc}") from None
-    hf_config, extra = _hf_config(kind, raw, image_size or DEFAULT_IMAGE_SIZE, directory)
+    hf_config, extra = _hf_config(kind, raw, image_size, directory)
     config = {"hf_config": hf_config.to_dict(), "image_size": int(hf_config.image_size), **extra}
     module = build_module(kind, config)
     state, layout = _read_weights(directory, network)
