@@ -555,3 +555,11 @@ def test_pickle_operations_are_charged(tmp_path: Path) -> None:
     with pytest.raises(AllocationLimitError, match="the objects built by the pickle's operations"):
         load_torch_file(path, max_alloc=8 << 20)  # 200000 operations x 128 bytes > 8 MiB
     assert len(load_torch_file(path, max_alloc=64 << 20)) == 100_000
+
+
+def test_zip_member_count_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = torch_zip(tmp_path / "many.pt", dumps({"g": {}}, 2), {str(i): b"" for i in range(20)})
+    monkeypatch.setattr(torch_pickle, "MAX_ZIP_MEMBERS", 10)
+    for read in (load_torch_file, torch_pickle.check_zip_archive):
+        with pytest.raises(CheckpointFormatError, match="lists 23 members, more than 10"):
+            read(path)

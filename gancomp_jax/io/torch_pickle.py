@@ -76,6 +76,7 @@ __all__ = [
     "MAX_EXPANDED_ITEMS",
     "MAX_NESTED_STREAMS",
     "MAX_NESTING",
+    "MAX_ZIP_MEMBERS",
     "SAFE_GLOBALS",
     "AllocationBudget",
     "AllocationLimitError",
@@ -927,6 +928,26 @@ def _load_from_bytes(data: Any, *, source: str, allowed: GlobalTable, depth: int
 # --------------------------------------------------------------------------- zip format
 
 
+#: Most members a checkpoint zip may list (zipfile keeps an object per member; torch.save
+#: writes one per storage, a few thousand for the largest StyleGAN2 checkpoints).
+MAX_ZIP_MEMBERS = 100_000
+
+
+def _open_zip(file: BinaryIO | str | Path) -> zipfile.ZipFile:
+    """``zipfile.ZipFile``, after checking the member count its end record declares."""
+    handle = open(file, "rb") if isinstance(file, (str, Path)) else file
+    try:
+        end_record = zipfile._EndRecData(handle)  # the parser zipfile itself uses
+        if end_record and end_record[zipfile._ECD_ENTRIES_TOTAL] > MAX_ZIP_MEMBERS:
+            raise ValueError(f"the zip directory lists {end_record[zipfile._ECD_ENTRIES_TOTAL]} members, "
+                             f"more than {MAX_ZIP_MEMBERS}")
+        handle.seek(0)
+        return zipfile.ZipFile(handle if handle is file else file)
+    finally:
+        if handle is not file:
+            handle.close()
+
+
 def _zip_prefix(archive: zipfile.ZipFile, source: str) -> str:
     candidates = sorted(
         name[: -len("data.pkl")]
@@ -997,7 +1018,7 @@ class _ZipStorages:
 
 
 def _read_zip(file: BinaryIO, source: str, allowed: GlobalTable) -> Any:
-    with zipfile.ZipFile(file) as archive:
+    with _open_zip(file) as archive:
         prefix = _zip_prefix(archive, source)
         storages = _ZipStorages(archive, prefix, _zip_byteorder(archive, prefix, source))
         data_pkl = _read_member(archive, f"{prefix}data.pkl", "data.pkl")
@@ -1014,7 +1035,7 @@ def check_zip_archive(path: str | Path, budget: AllocationBudget | None = None) 
     source = str(path)
     token = _BUDGET.set(budget) if budget is not None else None
     try:
-        with zipfile.ZipFile(path) as archive:
+        with _open_zip(Path(path)) as archive:
             infos = archive.infolist()
             for info in infos:
                 if info.flag_bits & 0x1:
