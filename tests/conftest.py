@@ -16,6 +16,19 @@ import tempfile  # noqa: E402
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="gancomp_jax_xla_cache_"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
+import sys  # noqa: E402
+
+# PyPI's torchvision (pulled in by the lpips and pytorch-fid reference packages) cannot import beside
+# the CPU torch used here ("operator torchvision::nms does not exist"). Hide it before anything
+# looks for it, and let transformers record it as absent; tests that need torchvision's few
+# constructors install tests/fake_torchvision.py explicitly.
+if "torchvision" not in sys.modules:
+    sys.modules["torchvision"] = None  # makes `import torchvision` an ImportError, find_spec() None
+try:
+    import transformers.utils.import_utils  # noqa: E402,F401  (availability flags computed now)
+except ImportError:
+    pass
+
 import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
