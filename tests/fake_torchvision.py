@@ -198,6 +198,8 @@ def vgg16(pretrained=False, weights=None, **kwargs):
 def install() -> types.ModuleType:
     """Register this module as ``torchvision`` (and its ``models`` / ``models.inception``)."""
     this = sys.modules[__name__]
+    if getattr(sys.modules.get("torchvision"), "_gancomp_fake", False):
+        return this  # already installed (keep additions such as tests/fid_reference.py's transforms)
     models = types.ModuleType("torchvision.models")
     inception = types.ModuleType("torchvision.models.inception")
     for name in ("BasicConv2d", "InceptionA", "InceptionB", "InceptionC", "InceptionD", "InceptionE",
@@ -208,6 +210,7 @@ def install() -> types.ModuleType:
     models.vgg16 = vgg16
     fake = types.ModuleType("torchvision")
     fake.__version__ = __version__
+    fake._gancomp_fake = True
     fake.models = models
     sys.modules["torchvision"] = fake
     sys.modules["torchvision.models"] = models
