@@ -18,7 +18,8 @@ conventions are reported side by side; each layer dict carries all three:
     * the modulated convolution follows the configured form (``'shared'``: scale activations by
       the styles, plain conv, scale outputs by the demodulation coefficients; ``'grouped'``:
       build each sample's kernel); both count the demodulation coefficients
-      (``sum W²`` over taps, ``s² @ W²``), and each elementwise product is one MAC;
+      (``sum W²`` over taps, ``s² @ W²``), and each elementwise product (styles, demodulation
+      coefficients, noise × strength, FIR taps) is one MAC;
     * weight preprocessing done at run time (equalised-learning-rate gains) is included, since
       a batch-1 forward pass executes it too;
     * not counted: additions without a product (biases, noise-free residual sums),
@@ -75,7 +76,7 @@ def _valid_taps_1d(length: int, k: int, lo: int, hi: int, stride: int = 1) -> in
 def _fir_separable(length: int, up: int, down: int, pad: tuple[int, int], channels: int,
                    taps: int = FIR_TAPS) -> tuple[int, int]:
     """(executed, nominal) MACs of ``upfirdn2d`` with a separable filter on a square
-    ``[length, length, channels]`` image; returns the output length too via the caller."""
+    ``[length, length, channels]`` image (``_fir_out_len`` gives the output size)."""
     padded = length * up + pad[0] + pad[1]
     out = (padded - taps) // down + 1
     executed = (padded * out + out * out) * taps * channels  # pass over W, then over H
@@ -96,11 +97,6 @@ def _upsample2d_pad(up: int = 2, taps: int = FIR_TAPS, extra: tuple[int, int] = 
 
 def _downsample2d_pad(down: int = 2, taps: int = FIR_TAPS, extra: tuple[int, int] = (0, 0)) -> tuple[int, int]:
     return extra[0] + (taps - down + 1) // 2, extra[1] + (taps - down) // 2
-
-
-def _add(acc: dict[str, int], **kw: int) -> None:
-    for k, v in kw.items():
-        acc[k] = acc.get(k, 0) + int(v)
 
 
 # ----------------------------------------------------------------------------------------------
