@@ -223,6 +223,15 @@ def test_export_cli(fixture_pt, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == [
         "D.nvlabs.safetensors", "G.nvlabs.safetensors", "G_ema.nvlabs.safetensors", "export.json", "rosinality.pt"]
     assert json.loads((out / "export.json").read_text())["networks"]["G_ema"]["widths"] == [48, 48, 40, 40, 24, 24]
+    # back through the converter's command line into a model directory: identical variables
+    spec = importlib.util.spec_from_file_location("convert_tool", REPO / "tools" / "convert_pt_weights.py")
+    convert = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(convert)
+    assert convert.main([str(out / "rosinality.pt"), str(tmp_path / "model")]) == 0
+    back, source = checkpoints.load_model(tmp_path / "model"), checkpoints.load_any(fixture_pt)
+    for name in source:
+        assert back[name].config == source[name].config
+        assert_same_variables(back[name].variables, source[name].variables)
     tool = load_tool()
     for args, msg, target in (
             ((fixture_pt, out), "already exists", None),
