@@ -470,6 +470,8 @@ def _build_array(
     offset = _check_int(offset, "offset")
     size = _check_int_tuple(size, "size")
     stride = _check_int_tuple(stride, "stride")
+    if isinstance(storage, _PendingStorage) and storage.table.data is not None:
+        storage = Storage(storage.dtype, storage.resolve())  # its stream is complete (_load_from_bytes)
     if isinstance(storage, _PendingStorage):  # legacy stream: data follows the pickle
         numel = storage.numel
         if dtype.name != storage.dtype.name:
@@ -780,6 +782,18 @@ _BYTES_PER_OPERATION = 128
 _OPERATIONS_PER_CHARGE = 1 << 16
 
 
+# Arguments that are a length and that many bytes: skipped by seeking, not read (reading them
+# would allocate and free large buffers, which leaves the C heap fragmented).
+_LENGTH_PREFIXED = {
+    pickletools.bytes4: (4, False),
+    pickletools.string4: (4, True),
+    pickletools.unicodestring4: (4, False),
+    pickletools.bytes8: (8, False),
+    pickletools.unicodestring8: (8, False),
+    pickletools.bytearray8: (8, False),
+}
+
+
 def _charge_operations(file: BinaryIO) -> None:
     """Count the operations of the pickle at the file's position (without running any) and charge them.
 
@@ -790,11 +804,29 @@ def _charge_operations(file: BinaryIO) -> None:
         return
     start = file.tell()
     count = 0
-    for _ in pickletools.genops(file):
+    while True:
+        code = file.read(1)
+        if not code:
+            raise EOFError("pickle data was truncated (no STOP)")
+        op = pickletools.code2op.get(code.decode("latin-1"))
+        if op is None:
+            raise pickle.UnpicklingError(f"invalid load key, {code!r}")
+        if op.arg is not None:
+            prefixed = _LENGTH_PREFIXED.get(op.arg)
+            if prefixed is None:
+                op.arg.reader(file)
+            else:
+                width, signed = prefixed
+                length = int.from_bytes(_read_exact(file, width), "little", signed=signed)
+                if length < 0:
+                    raise pickle.UnpicklingError("negative byte count")
+                file.seek(length, io.SEEK_CUR)
         count += 1
         if count == _OPERATIONS_PER_CHARGE:
             charge_allocation(count * _BYTES_PER_OPERATION, "the objects built by the pickle's operations")
             count = 0
+        if op.code == ".":
+            break
     charge_allocation(count * _BYTES_PER_OPERATION, "the objects built by the pickle's operations")
     file.seek(start)
 
