@@ -326,14 +326,20 @@ def _evil_pickle(marker) -> bytes:
     return pickle.dumps({"visual.conv1.weight": Evil()}, protocol=2)
 
 
-def test_malicious_torchscript_archive_refused(rn50_archive, tmp_path):
+# a __torch__ class called with arguments (REDUCE) instead of being built with NEWOBJ + BUILD
+_STUB_CALL = b"\x80\x02c__torch__\nCLIP\nX\x04\x00\x00\x00argsq\x00\x85R."
+
+
+@pytest.mark.parametrize("variant", ["os_system", "stub_called_with_args"])
+def test_malicious_torchscript_archive_refused(rn50_archive, tmp_path, variant):
     marker = tmp_path / "pwned"
     evil = tmp_path / "RN50_evil.pt"
+    payload = _evil_pickle(marker) if variant == "os_system" else _STUB_CALL
     with zipfile.ZipFile(rn50_archive) as src, zipfile.ZipFile(evil, "w") as dst:
         for name in src.namelist():
-            data = _evil_pickle(marker) if name.endswith("/data.pkl") else src.read(name)
+            data = payload if name.endswith("/data.pkl") else src.read(name)
             dst.writestr(name, data)
-    with pytest.raises(ValueError, match="refus"):
+    with pytest.raises(ValueError, match="refusing to load .*RN50_evil.pt"):
         clip_resnet.load_clip_rn50(evil)
     assert not marker.exists()
 

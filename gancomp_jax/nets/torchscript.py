@@ -15,13 +15,17 @@ folder. The zip holds one top-level folder ``<name>/`` with:
 The ``__torch__.*`` classes resolve to :class:`ScriptObjectStub`, an inert
 record of the attribute dict (no method of the archive's classes exists
 here); every other global goes through the allow-list of
-:mod:`gancomp_jax.io.torch_pickle` and anything else (``os.system``, ...) is
+:mod:`gancomp_jax.io.torch_pickle` (its public ``load_torch_file`` does the
+reading, with its memory budget) and anything else (``os.system``, ...) is
 refused with :class:`~gancomp_jax.io.torch_pickle.UnsafePickleError`.
 """
 
 from __future__ import annotations
 
-import io
+import pickle
+import pickletools
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 from types import MappingProxyType
@@ -83,7 +87,6 @@ def _restore_type_tag(value: Any, type_str: Any) -> Any:
 
 _JIT_GLOBALS = MappingProxyType(
     {
-        **tp.SAFE_GLOBALS,
         ("torch.jit._pickle", "build_intlist"): _typed_list(int),
         ("torch.jit._pickle", "build_doublelist"): _typed_list(float),
         ("torch.jit._pickle", "build_boollist"): _typed_list(bool),
@@ -93,19 +96,36 @@ _JIT_GLOBALS = MappingProxyType(
 )
 
 
-class _ScriptUnpickler(tp.RestrictedUnpickler):
-    """Restricted unpickler that also maps ``__torch__.*`` classes to inert stubs."""
+def _script_class_globals(data_pkl: bytes, source: str) -> dict[tuple[str, str], type]:
+    """Stub classes for every ``GLOBAL '__torch__.* Name'`` opcode of ``data.pkl``.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._stubs: dict[str, type] = {}
+    The opcodes are only listed (``pickletools.genops`` parses, it never runs
+    anything); names that are not identifiers are refused.
+    """
+    stubs: dict[str, type] = {}
+    table: dict[tuple[str, str], type] = {}
+    for opcode, arg, _ in pickletools.genops(data_pkl):
+        if opcode.name != "GLOBAL" or not isinstance(arg, str):
+            continue
+        module, _, name = arg.partition(" ")
+        if module != "__torch__" and not module.startswith("__torch__."):
+            continue
+        if not name.isidentifier() or not all(p.isidentifier() for p in module.split(".")):
+            raise UnsafePickleError(f"bad TorchScript class name {module}.{name!r} in {source}")
+        table[module, name] = _stub_class(f"{module}.{name}", stubs)
+    return table
 
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "__torch__" or module.startswith("__torch__."):
-            if not name.isidentifier():
-                raise UnsafePickleError(f"bad TorchScript class name {module}.{name} in {self.source}")
-            return _stub_class(f"{module}.{name}", self._stubs)
-        return super().find_class(module, name)
+
+def _without_code(src: zipfile.ZipFile, prefix: str, dst_path: Path) -> None:
+    """Copy ``<prefix>data.pkl``, ``data/*``, ``byteorder`` and ``version`` into a plain torch.save zip."""
+    keep = ("data.pkl", "byteorder", "version", ".format_version", ".storage_alignment")
+    with zipfile.ZipFile(dst_path, "w", compression=zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            rest = info.filename[len(prefix):] if info.filename.startswith(prefix) else None
+            if rest is None or not (rest in keep or (rest.startswith("data/") and "/" not in rest[5:])):
+                continue
+            with src.open(info) as fin, dst.open(info.filename, "w", force_zip64=True) as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
 
 
 def _archive_prefix(archive: zipfile.ZipFile, source: str) -> str:
@@ -150,30 +170,41 @@ def load_torchscript_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     ``visual.layer1.0.conv1.weight``, ``input_resolution``); values are numpy
     arrays in their stored dtype (float16 for OpenAI's CLIP archives).
 
+    How: every member is first checked (sizes against the reader's memory
+    budget, CRC-32) with :func:`~gancomp_jax.io.torch_pickle.check_zip_archive`;
+    ``data.pkl`` and the storages are then copied (streamed) into a temporary
+    plain ``torch.save`` zip without ``code/`` and ``constants.pkl``, which
+    :func:`~gancomp_jax.io.torch_pickle.load_torch_file` reads with the
+    ``__torch__`` classes named in ``data.pkl`` added to its allow-list as
+    inert :class:`ScriptObjectStub` classes.
+
     Raises FileNotFoundError, :class:`UnsafePickleError` (a global outside the
     allow-list) or :class:`CheckpointFormatError` (anything unreadable).
     """
     source = str(path)
-    if not Path(path).is_file():
+    path = Path(path)
+    if not path.is_file():
         raise FileNotFoundError(f"TorchScript archive not found: {source}")
+    budget = tp.AllocationBudget(tp.default_max_alloc(path.stat().st_size), source)
+    tp.check_zip_archive(path, budget)
+    plain: Path | None = None
     try:
         with zipfile.ZipFile(path) as archive:
             prefix = _archive_prefix(archive, source)
-            storages = tp._ZipStorages(archive, prefix, tp._zip_byteorder(archive, prefix, source))
-            unpickler = _ScriptUnpickler(
-                io.BytesIO(archive.read(f"{prefix}data.pkl")),
-                source=source,
-                allowed=_JIT_GLOBALS,
-                persistent_load=storages,
-            )
-            root = tp._finalize(unpickler.load())
-    except (UnsafePickleError, CheckpointFormatError):
-        raise
-    except tp._CORRUPTION_ERRORS as exc:
+            data_pkl = archive.read(f"{prefix}data.pkl")
+            extra = {**_JIT_GLOBALS, **_script_class_globals(data_pkl, source)}
+            with tempfile.TemporaryDirectory(prefix="torchscript_") as tmp:
+                plain = Path(tmp) / "state.pt"
+                _without_code(archive, prefix, plain)
+                root = tp.load_torch_file(plain, extra_globals=extra, max_alloc=budget.limit)
+    except (UnsafePickleError, CheckpointFormatError) as exc:  # name the user's file, not our copy
+        message = str(exc).replace(str(plain), source) if plain is not None else str(exc)
+        raise type(exc)(message) from None
+    except (zipfile.BadZipFile, OSError, ValueError, pickle.UnpicklingError) as exc:
         raise CheckpointFormatError(
             f"{source}: cannot read it as a TorchScript archive; the file is truncated, corrupt or in "
             f"another format ({type(exc).__name__}: {exc})"
-        ) from exc
+        ) from None
     if not isinstance(root, ScriptObjectStub):
         raise CheckpointFormatError(f"{source}: TorchScript data.pkl does not hold a module object")
     state: dict[str, np.ndarray] = {}
