@@ -83,48 +83,6 @@ def pruned_channels(channels, ratio: float) -> tuple[int, ...]:
     return out
 
 
-def fmt_int(n: int) -> str:
-    return f"{n:,}"
-
-
-def human(n: float) -> str:
-    """``45.125 G``, ``1.042 M``."""
-    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= scale:
-            return f"{n / scale:.3f} {unit}"
-    return f"{n:g}"
-
-
-def format_table(cost: dict, title: str, show_mapping: bool = False) -> str:
-    rows = [f"{title}: {cost['kind']} {cost['img_resolution']}px, widths {cost['widths']}"]
-    head = f"{'layer':<20} {'kind':<8} {'in':>5} {'out':>5} {'res':>5} {'params':>13} {'MACs':>17} {'nominal':>17} {'CAGC':>17}"
-    rows += [head, "-" * len(head)]
-    hidden = {"params": 0, "macs": 0, "n": 0}
-    for l in cost["layers"]:
-        if l["name"].startswith("mapping.") and not show_mapping and cost["kind"] == "generator":
-            hidden["params"] += l["params"]
-            hidden["macs"] += l["macs"]
-            hidden["n"] += 1
-            continue
-        rows.append(f"{l['name']:<20} {l['kind']:<8} {l['in']:>5} {l['out']:>5} {l['resolution']:>5} "
-                    f"{fmt_int(l['params']):>13} {fmt_int(l['macs']):>17} {fmt_int(l['macs_nominal']):>17} "
-                    f"{fmt_int(l['macs_cagc']):>17}")
-    if hidden["n"]:
-        rows.append(f"{'mapping (' + str(hidden['n']) + ' fc)':<20} {'fc':<8} {'':>5} {'':>5} {'':>5} "
-                    f"{fmt_int(hidden['params']):>13} {fmt_int(hidden['macs']):>17}")
-    rows.append("-" * len(head))
-    rows.append(f"{'total':<44} {fmt_int(cost['params']):>13} {fmt_int(cost['macs']):>17} "
-                f"{fmt_int(cost['macs_nominal']):>17} {fmt_int(cost['macs_cagc']):>17}")
-    if cost["kind"] == "generator":
-        rows.append(f"params: mapping {fmt_int(cost['params_mapping'])}, synthesis {fmt_int(cost['params_synthesis'])}, "
-                    f"total {fmt_int(cost['params'])} (+ {fmt_int(cost['buffers'])} buffer values)")
-        rows.append(f"MACs/image: executed {human(cost['macs'])} (XLA FLOPs ≈ {human(2 * cost['macs'])}), "
-                    f"nominal {human(cost['macs_nominal'])}, CAGC convention {human(cost['macs_cagc'])}")
-    else:
-        rows.append(f"MACs/image: executed {human(cost['macs'])}, nominal {human(cost['macs_nominal'])}")
-    return "\n".join(rows)
-
-
 def xla_flops(kind: str, cfg) -> float:
     """FLOPs of the batch-1 forward pass by XLA's cost analysis, lowered from abstract inputs."""
     import jax
@@ -199,7 +157,8 @@ def run(args) -> int:
     spec = args.model
     if not spec.startswith("preset:") and not Path(spec).exists():
         raise FileNotFoundError(f"model {spec} does not exist")
-    from gancomp_jax.metrics.cost import compression_rate, discriminator_cost, generator_cost
+    from gancomp_jax.metrics.cost import (compression_rate, discriminator_cost, format_cost_table, generator_cost,
+                                          human)
 
     networks = load_networks(spec)
     gname = next((n for n in ("G_ema", "G") if n in networks and _kind_config(networks[n])[0] == "generator"),
@@ -217,7 +176,7 @@ def run(args) -> int:
         cost = generator_cost(gcfg)
         cost["network"] = gname
         result["generator"] = cost
-        print(format_table(cost, f"{gname} ({spec}{'' if args.ratio is None else f', ratio {args.ratio}'})",
+        print(format_cost_table(cost, f"{gname} ({spec}{'' if args.ratio is None else f', ratio {args.ratio}'})",
                            args.layers))
     if dname is not None:
         kind, dcfg = _kind_config(networks[dname])
@@ -225,7 +184,7 @@ def run(args) -> int:
         cost["network"] = dname
         result["discriminator"] = cost
         print()
-        print(format_table(cost, f"{dname} ({spec})", args.layers))
+        print(format_cost_table(cost, f"{dname} ({spec})", args.layers))
     if args.teacher:
         tnets = load_networks(args.teacher)
         tg = next((v for n, v in tnets.items() if _kind_config(v)[0] == "generator"), None)

@@ -380,3 +380,49 @@ def rosinality_channels(size: int, channel_multiplier: int = 2) -> tuple[int, ..
     per_res = {r: table[r] for r in block_resolutions(size)}
     from gancomp_jax.models.config import generator_layer_channels
     return generator_layer_channels(per_res)
+
+
+def fmt_int(n: int) -> str:
+    """``24,767,458``."""
+    return f"{n:,}"
+
+
+def human(n: float) -> str:
+    """``45.125 G``, ``1.042 M``."""
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.3f} {unit}"
+    return f"{n:g}"
+
+
+def format_cost_table(cost: dict, title: str, show_mapping: bool = False) -> str:
+    """A per-layer text table (widths, params, MACs in the three conventions) and totals of a
+    :func:`generator_cost` / :func:`discriminator_cost` result; the mapping network's layers
+    are summed into one row unless ``show_mapping``."""
+    rows = [f"{title}: {cost['kind']} {cost['img_resolution']}px, widths {cost['widths']}"]
+    head = f"{'layer':<20} {'kind':<8} {'in':>5} {'out':>5} {'res':>5} {'params':>13} {'MACs':>17} {'nominal':>17} {'CAGC':>17}"
+    rows += [head, "-" * len(head)]
+    hidden = {"params": 0, "macs": 0, "n": 0}
+    for l in cost["layers"]:
+        if l["name"].startswith("mapping.") and not show_mapping and cost["kind"] == "generator":
+            hidden["params"] += l["params"]
+            hidden["macs"] += l["macs"]
+            hidden["n"] += 1
+            continue
+        rows.append(f"{l['name']:<20} {l['kind']:<8} {l['in']:>5} {l['out']:>5} {l['resolution']:>5} "
+                    f"{fmt_int(l['params']):>13} {fmt_int(l['macs']):>17} {fmt_int(l['macs_nominal']):>17} "
+                    f"{fmt_int(l['macs_cagc']):>17}")
+    if hidden["n"]:
+        rows.append(f"{'mapping (' + str(hidden['n']) + ' fc)':<20} {'fc':<8} {'':>5} {'':>5} {'':>5} "
+                    f"{fmt_int(hidden['params']):>13} {fmt_int(hidden['macs']):>17}")
+    rows.append("-" * len(head))
+    rows.append(f"{'total':<44} {fmt_int(cost['params']):>13} {fmt_int(cost['macs']):>17} "
+                f"{fmt_int(cost['macs_nominal']):>17} {fmt_int(cost['macs_cagc']):>17}")
+    if cost["kind"] == "generator":
+        rows.append(f"params: mapping {fmt_int(cost['params_mapping'])}, synthesis {fmt_int(cost['params_synthesis'])}, "
+                    f"total {fmt_int(cost['params'])} (+ {fmt_int(cost['buffers'])} buffer values)")
+        rows.append(f"MACs/image: executed {human(cost['macs'])} (XLA FLOPs ≈ {human(2 * cost['macs'])}), "
+                    f"nominal {human(cost['macs_nominal'])}, CAGC convention {human(cost['macs_cagc'])}")
+    else:
+        rows.append(f"MACs/image: executed {human(cost['macs'])}, nominal {human(cost['macs_nominal'])}")
+    return "\n".join(rows)
