@@ -49,7 +49,7 @@ from __future__ import annotations
 from typing import Any
 
 from gancomp_jax.models.config import (DiscriminatorConfig, GeneratorConfig, block_resolutions,
-                                       resolution_log2)
+                                       generator_layer_channels, resolution_log2)
 from gancomp_jax.models.layers import RESAMPLE_TAPS
 
 FIR_TAPS = len(RESAMPLE_TAPS)
@@ -378,7 +378,6 @@ def rosinality_channels(size: int, channel_multiplier: int = 2) -> tuple[int, ..
              128: 128 * channel_multiplier, 256: 64 * channel_multiplier,
              512: 32 * channel_multiplier, 1024: 16 * channel_multiplier}
     per_res = {r: table[r] for r in block_resolutions(size)}
-    from gancomp_jax.models.config import generator_layer_channels
     return generator_layer_channels(per_res)
 
 
