@@ -352,3 +352,6 @@ def first(inputs: ScoringInputs) -> Scores:
     """Decreasing scores, so the first channels (lowest indices) are kept."""
     return {name: np.arange(c, 0, -1, dtype=np.float64)
             for name, c in zip(layer_names(inputs.config), inputs.config.channels)}
+
+
+from gancomp_jax.prune import dcp as _dcp  # noqa: E402,F401  registers 'dcp' (DCP-GAN; module imports this one)
