@@ -71,6 +71,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.grid_seeds = "0-7"             # teacher vs student grid (noise_mode const, psi 1)
     c.overwrite = False
     c.progress = True
+    c.svs = False                    # Singular Value Scaling of the student's synthesis weights (gancomp_jax/prune/svs.py)
     return c
 
 
@@ -198,6 +199,11 @@ def run(config, workdir: str) -> dict[str, Any]:
     digest = teacher_sha256(config.teacher)
     t0 = time.time()
     result = prune(networks, options, teacher_source=str(config.teacher), teacher_digest=digest)
+    if config.get("svs", False):
+        from gancomp_jax.prune.svs import svs_network
+        for name in ("G", "G_ema"):
+            result.networks[name] = svs_network(result.networks[name])
+        result.metadata["svs"] = {"synthesis": True, "torgb": True}
     seconds = time.time() - t0
     student = result.networks["G_ema"]
     grid = comparison_grid(result.teacher, student, seeds)

@@ -1,0 +1,40 @@
+"""SVS (Kim & Yoo, AAAI 2025): DCP-GAN pruning followed by Singular Value Scaling of the student.
+
+    python -m gancomp_jax.main --config experiments/svs.py --workdir runs/svs70 \\
+        --config.teacher=ffhq-res256-mirror-paper256-noaug.pkl
+
+Writes ``runs/svs70/model``: the 70 %-pruned student whose synthesis weights have had every
+singular value replaced by its square root and every bias divided by √(‖b‖ + 1e-8)
+(:mod:`gancomp_jax.prune.svs`), ready for fine-tuning. On an already pruned model directory,
+``python tools/svs.py PRUNED_MODEL OUT_MODEL`` does the same step alone.
+
+Variants:
+
+- ``ffhq256`` (default): the released ``prune_dcp.py`` + ``train_stylekd_scaling.py`` settings
+  for the paper256 teacher (FID 6.60 at 70 % pruning): DCP scores from 5 000 samples in batches of
+  5, 10 directions, ratio 0.7, ``--initialize scaling --initialize-torgb scaling``. The released
+  scoring uses edit strength 10.0; the prune job runs the criterion's default 5.0 (DCP-GAN's)
+  until it carries ``dcp_edit_strength`` — call :func:`gancomp_jax.prune.dcp.dcp_scores` with
+  ``edit_strength=10.0`` to match exactly.
+- ``digits``: the quickstart's digits teacher, 200 samples.
+
+The released fine-tuning is StyleKD's (L1 3, LPIPS 3, relation KL 30 on layers 2–5, offset weight
+5, ``load_style 0``, ``pretrained_discriminator 0``): train with the ``stylekd`` method and
+``--config.method.student=runs/svs70/model``.
+"""
+
+from gancomp_jax.jobs.prune import default_config
+
+VARIANTS = ("ffhq256", "digits")
+
+
+def get_config(variant: str = "ffhq256"):
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown svs variant {variant!r}; choose from {VARIANTS}")
+    c = default_config()
+    c.criterion = "dcp"
+    c.ratio = 0.7
+    c.svs = True
+    c.n_sample = 5000 if variant == "ffhq256" else 200
+    c.batch_size = 5
+    return c
