@@ -18,6 +18,7 @@ from PIL import Image
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("pytorch_fid")
+import fake_torchvision  # noqa: E402
 import fid_reference  # noqa: E402
 
 pfi, fid_score = fid_reference.install()
