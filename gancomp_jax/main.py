@@ -35,6 +35,7 @@ JOBS = {
     "train": "gancomp_jax.jobs.train",
     "quickstart": "gancomp_jax.jobs.quickstart",
     "dgl_gan": "gancomp_jax.jobs.dgl_gan",
+    "gan_slimming": "gancomp_jax.jobs.gan_slimming",
     "prune": "gancomp_jax.jobs.prune",
     "evaluate": "gancomp_jax.jobs.evaluate",
     "report": "gancomp_jax.jobs.report",
