@@ -86,3 +86,12 @@ def test_existing_workdir_is_kept_when_a_job_fails(model_dir, tmp_path):  # noqa
     with pytest.raises(ValueError):
         run_job(generate_cfg(model_dir, class_idx=3), str(out))
     assert out.is_dir()
+
+
+def test_tools_scripts_do_not_shadow_the_stdlib():
+    """tools/profile.py must not replace the stdlib `profile` (used by cProfile) for sibling scripts."""
+    code = ("import runpy, sys; sys.path.insert(0, 'tools'); sys.argv = ['tools/fid.py', '--help']\n"
+            "try:\n    runpy.run_path('tools/fid.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "import cProfile; cProfile.Profile; print('stdlib profile ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert "stdlib profile ok" in r.stdout, r.stderr[-500:]

@@ -19,7 +19,9 @@ import os
 import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+# tools/ must not be on sys.path (tools/profile.py would shadow the stdlib's `profile`); the repo root is.
+sys.path[:] = [str(pathlib.Path(__file__).resolve().parents[1])] + [
+    p for p in sys.path if pathlib.Path(p or ".").resolve() != pathlib.Path(__file__).resolve().parent]
 
 IMAGE_EXTENSIONS = ("bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp")
 

@@ -20,7 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# tools/ must not be on sys.path (tools/profile.py would shadow the stdlib's `profile`); the repo root is.
+sys.path[:] = [str(Path(__file__).resolve().parents[1])] + [
+    p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 #: NVlabs train.py ``--cfg`` specs: resolution, channel_base, mapping layers, minibatch-std group.
