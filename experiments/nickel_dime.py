@@ -25,6 +25,9 @@ Variants (``--config experiments/nickel_dime.py:VARIANT``; combine with ``+``, e
   ImageNet CLIP/DINO, which see 32-px digits as noise — meaningful at this size. It is not the
   digits classifier used for evaluation (``fid_digits``), so the student is never optimised
   against its own yardstick. Targets are the teacher's in-batch moments (no global file).
+  Measured on the shipped digits teacher pruned 70 % (content-aware), 6 kimg: fid_digits
+  (2,000 samples) 1159.9 for the pruned student → 72.8 (teacher 17.0); class coverage
+  0.43 → 0.67.
 
 Per-device batch: the released code estimates the moments on each GPU's ``batch_gpu`` = 8
 samples per accumulation round. Here ``method.dime.groups`` splits the *global* batch into
