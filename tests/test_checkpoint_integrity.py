@@ -107,7 +107,7 @@ def test_select_intact_moves_corrupt_ones_aside(tmp_path, capsys):
     _flip(d / "3")
     _truncate(d / "2")
     assert select_intact(d) == 1
-    out = capsys.readouterr().out.strip().splitlines()
+    out = capsys.readouterr().err.strip().splitlines()
     assert len(out) == 2 and all(l.startswith("warning: checkpoint ") for l in out)
     assert str(d / "3") in out[0] and str(d / "2") in out[1]
     assert sorted(p.name for p in d.iterdir() if p.name.isdigit()) == ["1"]
@@ -142,7 +142,7 @@ def test_resume_falls_back_past_corrupt_checkpoints_and_equals_uninterrupted(uni
     _flip(tmp_path / "checkpoints" / "2")
     capsys.readouterr()
     resumed = train(_tiny(total_steps=4), tmp_path)
-    warnings = [l for l in capsys.readouterr().out.splitlines() if l.startswith("warning: checkpoint")]
+    warnings = [l for l in capsys.readouterr().err.splitlines() if l.startswith("warning: checkpoint")]
     assert len(warnings) == 2 and "/checkpoints/3 is unusable" in warnings[0] \
         and "/checkpoints/2 is unusable" in warnings[1]
     assert resumed.step == 4

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,6 @@ from typing import Any
 import flax
 import jax
 import orbax.checkpoint as ocp
-from absl import logging
 
 MANIFEST = "checksums.json"
 
@@ -103,10 +103,8 @@ def select_intact(directory: str | Path, is_main: bool = True) -> int | None:
             rejected = directory.parent / "checkpoints_rejected"
             rejected.mkdir(exist_ok=True)
             target = rejected / f"{step}-{uuid.uuid4().hex[:6]}"
-            logging.warning("checkpoint %s is unusable (%s); moved it to %s and falling back to an older one",
-                            path, problem, target)
             print(f"warning: checkpoint {path} is unusable ({problem}); moved to {target}, "
-                  f"falling back to the previous one", flush=True)
+                  f"falling back to the previous one", file=sys.stderr, flush=True)
             shutil.move(str(path), str(target))
     return None
 

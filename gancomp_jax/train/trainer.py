@@ -23,6 +23,8 @@ import json
 import math
 import resource
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -227,6 +229,30 @@ class _Averager:
         out = {k: self.sums[k] / self.counts[k] for k in self.sums}
         self.sums, self.counts = {}, {}
         return out
+
+
+class _StopOnSigint:
+    """Ctrl-C during the train loop: stop at the next step boundary (a second Ctrl-C interrupts
+    at once). Libraries running in the loop (input pipeline threads, async checkpointing) may
+    otherwise swallow the KeyboardInterrupt."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def _load_hooks(specs: Sequence[str], config) -> list[Hook]:
@@ -502,6 +528,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
                  cfg.method.name, cfg.model.preset, r.g_cfg.img_resolution, total, B, r.mesh_devices, cfg.sharding,
                  workdir)
     step = start_step
+    stop = _StopOnSigint()
     exports = {}
     for role in nets.trainable:
         spec = method.networks[role]
@@ -512,7 +539,10 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
                 exports[spec.export + "_ema"] = {**e, "ema": True}
     meta = {"model": meta_model, "state_format": STATE_FORMAT, "frozen": frozen_record, "exports": exports}
     try:
+        stop.install()
         while step < total:
+            if stop.requested:
+                raise KeyboardInterrupt
             batch = shd.global_batch(next(it), batch_sh)
             state, metrics = run_iteration(steps, state, frozen, batch, step)
             metrics = jax.device_get(metrics)
@@ -551,6 +581,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
         raise TrainingInterrupted(f"stopped at step {step}; last checkpoint: {where}; "
                                   f"re-run the same command to resume") from None
     finally:
+        stop.uninstall()
         pbar.close()
         ckpt.close()
         writer.flush()
