@@ -223,7 +223,15 @@ def test_distillation_method_frozen_teacher_shared_latents(tmp_path, teacher_dir
     assert best["metadata"]["step"] == 1 and best["metadata"]["Eval/score"] == 9.0
     meta = json.loads((tmp_path / "run" / "checkpoints" / "2" / "meta" / "metadata").read_text())
     assert meta["frozen"]["G_T"]["source"] == teacher and len(meta["frozen"]["G_T"]["sha256"]) == 64
-    assert set(checkpoints.load_model(tmp_path / "run" / "model")) == {"G", "G_ema", "D"}
+    exported = checkpoints.load_model(tmp_path / "run" / "model")
+    assert set(exported) == {"G", "G_ema", "D"}
+    # the run's networks at its newest verified checkpoint equal the export (same step)
+    from gancomp_jax.train.run_models import load_run_networks
+    at_ckpt = load_run_networks(tmp_path / "run")
+    assert set(at_ckpt) == {"G", "G_ema", "D"}
+    for name in at_ckpt:
+        assert not _changed(at_ckpt[name].variables, exported[name].variables), name
+    assert set(load_run_networks(tmp_path / "run" / "checkpoints" / "1", ["G_ema"])) == {"G_ema"}
     assert not _changed(teacher_before["G_T"], checkpoints.load_model(teacher)["G_ema"].variables)
     other = str(teacher_dirs[1])
     monkeypatch.setitem(sys.modules, "gancomp_jax.methods.toy_distil", _toy_distil_module(other, teacher))
