@@ -39,7 +39,7 @@ def make_hook(config):
     ev = _get(config, "eval", {})
     source = build_source(config.data)
     default = "fid_digits" if config.data.get("source", "digits") == "digits" else "fid50k_full"
-    names = [m.strip() for m in str(_get(ev, "metrics", default)).split(",") if m.strip()]
+    names = [m.strip() for m in str(_get(ev, "metrics", default) or default).split(",") if m.strip()]
     for n in names:
         if not registry.is_valid_metric(n):
             raise ValueError(f"config.eval.metrics: unknown metric {n!r}; valid: {registry.list_valid_metrics()}")

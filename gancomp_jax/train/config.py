@@ -73,4 +73,12 @@ def default_train_config() -> ml_collections.ConfigDict:
     c.eval.hooks = ()
     c.eval.best_metric = ""              # e.g. 'fid': keep WORKDIR/best_model of the best value
     c.eval.best_mode = "min"             # 'min' | 'max'
+    # read by the metrics hook (gancomp_jax.metrics.hook:make_hook)
+    c.eval.metrics = ""                  # '': fid_digits on the embedded digits, else fid50k_full
+    c.eval.num_gen = 0                   # 0: each metric's own sample count
+    c.eval.inception = ""                # pt_inception-2015-12-05-6726825d.pth (FID/KID/IS)
+    c.eval.vgg16 = ""                    # vgg16-397923af.pth (precision/recall, LPIPS trunk)
+    c.eval.lpips = ""                    # LPIPS v0.1 heads ('' : the lpips package's)
+    c.eval.fid_convention = "nvlabs"     # 'nvlabs' | 'pytorch_fid'
+    c.eval.batch_size = 64
     return c
