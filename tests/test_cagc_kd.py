@@ -193,3 +193,32 @@ def test_config_errors(models):
         cagc.build(_config(teacher, student, kd_percept_mode="LPIPS"), H.env())
     with pytest.raises(FileNotFoundError):
         cagc.build(_config(teacher, "/nonexistent/student"), H.env())
+
+
+def test_experiment_configs():
+    """Released settings and digits variants of experiments/{cagc_kd,stylekd,itgc}.py."""
+    import importlib.util
+
+    from conftest import REPO
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(f"exp_{name}", REPO / "experiments" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    c = load("cagc_kd").get_config("ffhq256")
+    m = c.method
+    assert (c.batch_size, c.lr, c.r1_gamma, m.kd_l1_lambda, m.kd_percept_lambda) == (16, 0.002, 10.0, 3.0, 3.0)
+    assert (m.kd_l1_mode, m.kd_percept_mode, m.mask, m.d_student, m.noise) == (
+        "Output_Only", "LPIPS", "face", "teacher", "independent")
+    assert load("cagc_kd").get_config("digits").method.mask == "none"
+    s = load("stylekd").get_config("ffhq256").method
+    assert (s.name, s.relation_lambda, s.offset_weight, s.offset_mode, s.main_direction) == (
+        "stylekd", 30.0, 5.0, "main", "split")
+    assert tuple(load("stylekd").get_config("digits").method.relation_blocks) == ("b8", "b16", "b32")
+    i = load("itgc").get_config("ffhq256").method
+    assert (i.name, i.langevin_steps, i.langevin_step_size, i.langevin_sigma, i.ebm_lr, tuple(i.ebm_betas),
+            i.ebm_channels, i.ebm_blocks) == ("itgc", 10, 50.0, 0.005, 1e-4, (0.0, 0.999), 64, 7)
+    with pytest.raises(ValueError, match="variant"):
+        load("itgc").get_config("nope")

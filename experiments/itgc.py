@@ -1,0 +1,37 @@
+"""ITGC (NeurIPS 2022; CAGC + variational energy-based model) — released settings and digits.
+
+    python -m gancomp_jax.main --config experiments/itgc.py --workdir runs/itgc \\
+        --config.method.teacher=models/ffhq256 --config.method.student=runs/prune70/model \\
+        --config.data.source=zip --config.data.path=ffhq256.zip \\
+        --config.method.face_parser=79999_iter.pth --config.method.lpips_vgg=vgg16-397923af.pth
+
+Variants (``--config experiments/itgc.py:VARIANT``, combine with ``+``):
+
+- ``ffhq256`` (default): CAGC's training settings (``experiments/cagc_kd.py``) plus the
+  released VEM defaults: ``ResnetEBM(input_nc=64, n_blocks=7)`` with Adam (1e-4, (0, 0.999)),
+  Langevin 10 steps of size 50 with σ 0.005, λ_MI 0.05, λ_l2 0.05.
+- CAGC's ``intermediate``, ``vgg``, ``no_mask``, ``shared_noise``.
+- ``digits``: small32 digits teacher → pruned student (32 px, batch 16): output L1 + the
+  energy term, unmasked, no perceptual term; the energy network has 4 blocks (16 px after its
+  input pooling).
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cagc_kd  # noqa: E402
+
+from gancomp_jax.methods import itgc  # noqa: E402
+from gancomp_jax.train.config import default_train_config  # noqa: E402
+
+VARIANTS = cagc_kd.VARIANTS
+
+
+def get_config(variant: str = "ffhq256"):
+    c = default_train_config()
+    c.method = itgc.default_config()
+    cagc_kd.apply_variants(c, [p for p in (variant or "ffhq256").split("+") if p], "itgc")
+    if "digits" in (variant or ""):
+        c.method.ebm_blocks = 4
+    return c
