@@ -95,3 +95,23 @@ def test_tools_scripts_do_not_shadow_the_stdlib():
             "import cProfile; cProfile.Profile; print('stdlib profile ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert "stdlib profile ok" in r.stdout, r.stderr[-500:]
+
+
+def test_generate_from_a_training_run_and_its_checkpoints(tmp_path):
+    """--config.checkpoint may name a run directory (newest verified step) or checkpoints/<step>."""
+    from test_train import tiny_config
+
+    from gancomp_jax.train.trainer import train
+
+    run = tmp_path / "run"
+    train(tiny_config(total_steps=2, checkpoint_every_steps=1, keep_checkpoints=3), run)
+    from_model = run_job(generate_cfg(run / "model", seeds="0-1"), str(tmp_path / "from_model"))
+    from_run = run_job(generate_cfg(run, seeds="0-1"), str(tmp_path / "from_run"))
+    from_step = run_job(generate_cfg(run / "checkpoints" / "2", seeds="0-1"), str(tmp_path / "from_step"))
+    early = run_job(generate_cfg(run / "checkpoints" / "1", seeds="0-1"), str(tmp_path / "early"))
+    for a, b, c in zip(from_model, from_run, from_step):
+        assert a.read_bytes() == b.read_bytes() == c.read_bytes()  # the run's G_ema at its last step
+    assert any(a.read_bytes() != e.read_bytes() for a, e in zip(from_model, early))  # an earlier step differs
+    with pytest.raises(ValueError, match="cannot be used|not a training run|no verified"):
+        (run / "checkpoints" / "1" / "checksums.json").write_text("{}")
+        run_job(generate_cfg(run / "checkpoints" / "1", seeds="0"), str(tmp_path / "bad"))
