@@ -12,10 +12,8 @@ Variants:
 
 - ``ffhq256`` (default): the released ``prune_dcp.py`` + ``train_stylekd_scaling.py`` settings
   for the paper256 teacher (FID 6.60 at 70 % pruning): DCP scores from 5 000 samples in batches of
-  5, 10 directions, ratio 0.7, ``--initialize scaling --initialize-torgb scaling``. The released
-  scoring uses edit strength 10.0; the prune job runs the criterion's default 5.0 (DCP-GAN's)
-  until it carries ``dcp_edit_strength`` — call :func:`gancomp_jax.prune.dcp.dcp_scores` with
-  ``edit_strength=10.0`` to match exactly.
+  5, 10 directions, edit strength 10.0 (``dcp.edit_strength``), ratio 0.7,
+  ``--initialize scaling --initialize-torgb scaling``.
 - ``digits``: the quickstart's digits teacher, 200 samples.
 
 The released fine-tuning is StyleKD's (L1 3, LPIPS 3, relation KL 30 on layers 2–5, offset weight
@@ -37,4 +35,5 @@ def get_config(variant: str = "ffhq256"):
     c.svs = True
     c.n_sample = 5000 if variant == "ffhq256" else 200
     c.batch_size = 5
+    c.dcp.edit_strength = 10.0       # the SVS release's prune_dcp.py
     return c

@@ -124,3 +124,15 @@ def test_bad_options(variables):
         dcp.dcp_scores(inputs, n_direction=0)
     with pytest.raises(ValueError, match="n_pca"):
         dcp.dcp_scores(inputs, n_pca=1)
+
+
+def test_prune_job_passes_dcp_settings_to_the_criterion(variables):
+    from gancomp_jax.jobs.prune import default_config, options_from_config
+    from gancomp_jax.prune.pipeline import _scoring_inputs
+
+    c = default_config()
+    c.criterion, c.ratio = "dcp", 0.7
+    c.dcp.edit_strength, c.dcp.n_direction, c.dcp.n_pca, c.dcp.stop_perturbed_grad = 10.0, 3, 32, True
+    inputs = _scoring_inputs(options_from_config(c), CFG, variables, None)
+    assert (inputs.dcp_edit_strength, inputs.dcp_n_direction, inputs.dcp_n_pca,
+            inputs.dcp_stop_perturbed_grad) == (10.0, 3, 32, True)

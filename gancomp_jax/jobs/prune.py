@@ -66,6 +66,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.mask_weights = ""              # face_parser: BiSeNet 79999_iter.pth (or a converted directory)
     c.l1_weights = "effective"       # l1_out: effective (CAGC) | raw
     c.seed = 0
+    c.dcp = ml_collections.ConfigDict()  # criterion 'dcp' (DCP-GAN) settings
+    c.dcp.edit_strength = 5.0        # α of w + α·d (DCP-GAN; the SVS release uses 10)
+    c.dcp.n_direction = 10           # PCA directions per batch
+    c.dcp.n_pca = 10000              # mapped latents for the PCA
+    c.dcp.stop_perturbed_grad = False  # True: the paper's stop-gradient (released code lets it flow)
     c.force_fp32 = True              # score mixed-precision teachers in float32 (False: the model's precision)
     # outputs
     c.grid_seeds = "0-7"             # teacher vs student grid (noise_mode const, psi 1)
@@ -83,7 +88,9 @@ def options_from_config(config) -> PruneOptions:
         discriminator=config.discriminator, student_init=config.student_init, n_sample=config.n_sample,
         batch_size=config.batch_size, noise_prob=config.noise_prob, noise_mode=config.noise_mode,
         mask=config.mask, mask_weights=config.mask_weights, l1_weights=config.l1_weights, seed=config.seed,
-        force_fp32=config.force_fp32, progress=config.progress)
+        force_fp32=config.force_fp32, progress=config.progress,
+        dcp_edit_strength=config.dcp.edit_strength, dcp_n_direction=config.dcp.n_direction,
+        dcp_n_pca=config.dcp.n_pca, dcp_stop_perturbed_grad=config.dcp.stop_perturbed_grad)
 
 
 # --------------------------------------------------------------------------- accounting

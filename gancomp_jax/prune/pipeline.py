@@ -53,6 +53,12 @@ class PruneOptions:
     seed: int = 0
     force_fp32: bool = True
     progress: bool = True
+    # DCP-GAN criterion ('dcp'): edit strength α, number of PCA directions, PCA latents, and the
+    # paper's stop-gradient on the perturbed image (the released code lets it flow).
+    dcp_edit_strength: float = 5.0
+    dcp_n_direction: int = 10
+    dcp_n_pca: int = 10_000
+    dcp_stop_perturbed_grad: bool = False
 
 
 @dataclasses.dataclass
@@ -88,9 +94,15 @@ def validate_options(o: PruneOptions) -> None:
 
 
 def _scoring_inputs(o: PruneOptions, cfg, variables, mask_fn) -> crit.ScoringInputs:
-    return crit.ScoringInputs(cfg, variables, n_sample=int(o.n_sample), batch_size=int(o.batch_size),
-                              noise_prob=float(o.noise_prob), mask_fn=mask_fn, noise_mode=o.noise_mode,
-                              l1_weights=o.l1_weights, seed=int(o.seed), progress=bool(o.progress))
+    inputs = crit.ScoringInputs(cfg, variables, n_sample=int(o.n_sample), batch_size=int(o.batch_size),
+                                noise_prob=float(o.noise_prob), mask_fn=mask_fn, noise_mode=o.noise_mode,
+                                l1_weights=o.l1_weights, seed=int(o.seed), progress=bool(o.progress))
+    # criterion-specific settings ride along as attributes (read by gancomp_jax.prune.dcp)
+    inputs.dcp_edit_strength = float(o.dcp_edit_strength)
+    inputs.dcp_n_direction = int(o.dcp_n_direction)
+    inputs.dcp_n_pca = int(o.dcp_n_pca)
+    inputs.dcp_stop_perturbed_grad = bool(o.dcp_stop_perturbed_grad)
+    return inputs
 
 
 def plan_widths(cfg: GeneratorConfig, o: PruneOptions, macs_fn=None) -> tuple[tuple[int, ...], dict[str, Any]]:
