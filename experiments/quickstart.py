@@ -4,7 +4,9 @@
 
 Starts from the small teacher shipped with the package (trained on the embedded digits by the
 ``train_teacher`` stage; add that stage to ``config.stages`` to retrain it, ~10 min), prunes it
-70 % with the content-aware criterion, distils the pruned student, and writes a report. Each stage
+70 % with the content-aware criterion, distils the pruned student with NICKEL & DiME and with
+DGL-GAN, and writes a report comparing teacher, pruned and distilled students (MACs,
+compression rate, images/s, fid_digits, class coverage, grids, plot). Each stage
 works in runs/quickstart/<stage>/; re-running resumes, and a finished stage whose settings
 changed is refused with the changed keys. Any setting can be overridden, e.g.
 ``--config.prune.ratio=0.5`` or ``--config.teacher.total_kimg=10``.
@@ -12,14 +14,25 @@ changed is refused with the changed keys. Any setting can be overridden, e.g.
 
 import ml_collections
 
+import importlib.util
+from pathlib import Path
+
 from gancomp_jax.jobs.prune import default_config as prune_config
 from gancomp_jax.train.config import default_train_config
+
+
+def _experiment(name: str, variant: str):
+    """``get_config(variant)`` of another experiment file beside this one."""
+    spec = importlib.util.spec_from_file_location(f"_quickstart_{name}", Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
 
 
 def get_config():
     config = ml_collections.ConfigDict()
     config.job = "quickstart"
-    config.stages = "prune"
+    config.stages = "prune,distil_nickel_dime,distil_dgl_gan,evaluate"
     config.teacher_model = ""        # '': the shipped digits teacher (gancomp_jax/assets/digits_teacher)
 
     # train_teacher (optional): how the shipped teacher was made.
@@ -44,4 +57,26 @@ def get_config():
     p.batch_size = 16
     p.grid_seeds = "0-7"
     config.prune = p
+
+    # distil: each method's digits variant (teacher and pruned student are filled in by the stages).
+    config.nickel_dime = _experiment("nickel_dime", "digits")
+    config.dgl_gan = _experiment("dgl_gan", "digits")
+    # Budgets sized for ~15 min in all on 2 CPU cores (the variants' own defaults train longer).
+    config.nickel_dime.total_kimg = 4.0
+    config.dgl_gan.method.stage1_kimg = 1.0
+    config.dgl_gan.method.stage2_kimg = 2.0
+
+    # evaluate: the report (teacher vs pruned vs distilled): MACs, compression, images/s,
+    # fid_digits and class coverage from the project's digits classifier (not a network the
+    # students were distilled with), grid and quality-vs-MACs plot.
+    e = ml_collections.ConfigDict()
+    e.metrics = "fid_digits"
+    e.data = default_train_config().data
+    e.num_gen = 2000
+    e.seeds = "0-7"
+    e.batch_size = 64
+    e.speed_batch = 16
+    e.seed = 0
+    e.progress = True
+    config.evaluate = e
     return config

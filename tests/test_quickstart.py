@@ -58,3 +58,18 @@ def test_unknown_stage_and_missing_teacher_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a model directory"):
         run_job(cfg, str(tmp_path / "b"))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow  # every stage with tiny budgets: a few minutes on 2 cores
+def test_whole_pipeline_with_tiny_budgets(tmp_path):
+    cfg = load_config("quickstart")
+    cfg.prune.n_sample, cfg.prune.batch_size, cfg.prune.progress = 8, 8, False
+    cfg.nickel_dime.total_kimg, cfg.nickel_dime.progress = 0.032, False
+    cfg.dgl_gan.method.stage1_kimg, cfg.dgl_gan.method.stage2_kimg, cfg.dgl_gan.progress = 0.016, 0.016, False
+    cfg.evaluate.num_gen, cfg.evaluate.progress = 64, False
+    results = run_job(cfg, str(tmp_path / "qs"))
+    assert list(results) == ["prune", "distil_nickel_dime", "distil_dgl_gan", "evaluate"]
+    report = json.loads((tmp_path / "qs" / "evaluate" / "report.json").read_text())
+    assert [row["name"] for row in report["rows"]] == ["teacher", "pruned", "nickel_dime", "dgl_gan"]
+    assert all(row["metrics"]["fid_digits"] > 0 for row in report["rows"])
+    assert (tmp_path / "qs" / "evaluate" / "quality_vs_macs.png").is_file()

@@ -78,10 +78,59 @@ def _stage_prune(config, stage_dir: Path, results: dict) -> dict:
     return _jsonable(prune.run(cfg, str(stage_dir)))
 
 
+def _pruned_student(results: dict) -> str:
+    if "prune" not in results:
+        raise ValueError("the distil stages start from the pruned student: put 'prune' before them in config.stages")
+    return results["prune"]["model"]
+
+
+def _method_config(config, section: str, results: dict):
+    cfg = config[section].copy_and_resolve_references()
+    with cfg.unlocked():
+        cfg.method.teacher = _teacher_path(config, results)
+        cfg.method.student = _pruned_student(results)
+    return cfg
+
+
+def _stage_distil_nickel_dime(config, stage_dir: Path, results: dict) -> dict:
+    from gancomp_jax.train.trainer import train
+
+    result = train(_method_config(config, "nickel_dime", results), stage_dir)
+    return {"model": str(result.model_dir), "grid": str(result.grid_path), "kimg": result.kimg,
+            "train_seconds": result.seconds}
+
+
+def _stage_distil_dgl_gan(config, stage_dir: Path, results: dict) -> dict:
+    from gancomp_jax.jobs import dgl_gan
+
+    t0 = time.time()
+    out = dgl_gan.run(_method_config(config, "dgl_gan", results), str(stage_dir))
+    return {**out, "train_seconds": time.time() - t0}
+
+
+def _stage_evaluate(config, stage_dir: Path, results: dict) -> dict:
+    from gancomp_jax.jobs import report
+
+    cfg = config.evaluate.copy_and_resolve_references()
+    students = {"pruned": _pruned_student(results)}
+    for stage, name in (("distil_nickel_dime", "nickel_dime"), ("distil_dgl_gan", "dgl_gan")):
+        if stage in results:
+            students[name] = results[stage]["model"]
+    out = report.make_report(
+        _teacher_path(config, results), students, stage_dir, metrics=cfg.metrics, data=cfg.data,
+        num_gen=int(cfg.num_gen) or None, seeds=cfg.seeds, batch_size=int(cfg.batch_size),
+        speed_batch=int(cfg.speed_batch), seed=int(cfg.seed), progress=bool(cfg.progress))
+    print(report.markdown_table(out["rows"]))
+    return {"report": str(out["markdown"]), "grid": str(out["grid"]), "plot": str(out["plot"])}
+
+
 STAGES: dict[str, tuple[str, Callable[..., dict]]] = {
     # stage -> (config section that defines it, runner)
     "train_teacher": ("teacher", _stage_train_teacher),
     "prune": ("prune", _stage_prune),
+    "distil_nickel_dime": ("nickel_dime", _stage_distil_nickel_dime),
+    "distil_dgl_gan": ("dgl_gan", _stage_distil_dgl_gan),
+    "evaluate": ("evaluate", _stage_evaluate),
 }
 
 
@@ -129,5 +178,6 @@ def run(config, workdir: str):
     grid = results.get("train_teacher", {}).get("grid")
     if grid:
         shutil.copyfile(grid, work / "teacher_grid.png")
-    print(f"quickstart finished in {wall / 60:.1f} min: {work / 'summary.json'}")
+    final = results.get("evaluate", {}).get("report") or str(work / "summary.json")
+    print(f"quickstart finished in {wall / 60:.1f} min; report: {final}")
     return results
