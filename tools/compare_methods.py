@@ -219,7 +219,11 @@ def markdown(rows: list[dict], kimg: float, num_gen: int) -> str:
     head = ["method", "fid_digits ↓", "class coverage", "classes", "MACs", "compression", "images/s",
             "train kimg", "train s", "error"]
     lines = [f"Same budget: {kimg:g} kimg of student images per method; fid_digits and class coverage "
-             f"on {num_gen} generated images (digits classifier features vs all real digits).", "",
+             f"on {num_gen} generated images (digits classifier features vs all real digits); class coverage "
+             f"= Σ_k min(share_k, 0.1) over predicted digits. MACs: executed multiply-accumulates per "
+             f"image; compression = 1 − MACs/MACs(teacher). train s: wall-clock seconds of the method's "
+             f"training (all its stages, XLA compilation included) on this machine; images/s: batch-16 "
+             f"float32 inference (gancomp_jax.jobs.report), noisy on a shared CPU.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join([
