@@ -62,27 +62,11 @@ def test_registry():
 
 
 def _tiny(**overrides):
-    from gancomp_jax.train.config import default_train_config
-    c = default_train_config()
-    c.model.preset = "tiny16"
-    c.batch_size = 8
-    c.total_steps = 1
-    c.log_every_steps = 1
-    c.checkpoint_every_steps = 1
-    c.sample_every_steps = 0
-    c.grid_rows, c.grid_cols = 0, 0
-    c.progress = False
-    c.r1_interval = 2
-    c.pl_interval = 2
-    c.mesh_devices = 1
-    c.mbstd_num_shards = 4
-    for k, v in overrides.items():
-        node = c
-        *path, leaf = k.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = v
-    return c
+    """test_train's tiny config for one step, checkpointing every step, no sample grids, no EMA ramp-up."""
+    from test_train import tiny_config
+    return tiny_config(**{"total_steps": 1, "log_every_steps": 1, "checkpoint_every_steps": 1,
+                          "sample_every_steps": 0, "grid_rows": 0, "grid_cols": 0, "ema_rampup": None,
+                          **overrides})
 
 
 def _prepared(config):
