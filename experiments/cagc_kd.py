@@ -20,7 +20,7 @@ Variants (``--config experiments/cagc_kd.py:VARIANT``, combine with ``+``):
 """
 
 from gancomp_jax.methods import cagc
-from gancomp_jax.train.config import default_train_config
+from gancomp_jax.train.config import default_train_config, use_digits_student_settings
 
 VARIANTS = ("ffhq256", "intermediate", "vgg", "no_mask", "shared_noise", "digits")
 
@@ -44,16 +44,8 @@ def ffhq256(c):
 
 
 def digits(c):
-    c.model.preset = "small32"
-    c.data.source = "digits"
+    use_digits_student_settings(c)
     c.data.xflip = False
-    c.batch_size = 16
-    c.lr = 0.0025
-    c.r1_gamma = 1.0
-    c.pl_weight = 0.0               # the small32 teacher was trained without path length
-    c.style_mixing_prob = 0.0
-    c.ema_kimg = 2.0
-    c.ema_rampup = 0.05
     c.total_kimg = 6.0
     c.log_every_steps = 50
     c.checkpoint_every_steps = 200

@@ -23,7 +23,7 @@ student from scratch instead, which needs far longer than a quickstart allows).
 """
 
 from gancomp_jax.methods import dgl_gan
-from gancomp_jax.train.config import default_train_config
+from gancomp_jax.train.config import default_train_config, use_digits_student_settings
 
 VARIANTS = ("ffhq256", "digits")
 
@@ -48,15 +48,7 @@ def get_config(variant: str = "ffhq256"):
         c.ema_kimg = 10.0
         c.ema_rampup = 0.0
     else:
-        c.model.preset = "small32"
-        c.data.source = "digits"
-        c.batch_size = 16
-        c.lr = 0.0025
-        c.r1_gamma = 1.0
-        c.pl_weight = 0.0
-        c.style_mixing_prob = 0.0
-        c.ema_kimg = 2.0
-        c.ema_rampup = 0.05
+        use_digits_student_settings(c)
         c.method.init = "pruned"      # stage 1 fine-tunes the pruned digits student (set method.student)
         c.method.stage1_kimg = 1.0
         c.method.stage2_kimg = 3.0

@@ -24,7 +24,7 @@ Variants:
 import ml_collections
 
 from gancomp_jax.methods import gan_slimming
-from gancomp_jax.train.config import default_train_config
+from gancomp_jax.train.config import default_train_config, use_digits_student_settings
 
 VARIANTS = ("ffhq256", "digits")
 
@@ -51,15 +51,7 @@ def get_config(variant: str = "ffhq256"):
         c.ema_kimg = 10.0
         c.ema_rampup = 0.0
     else:
-        c.model.preset = "small32"
-        c.data.source = "digits"
-        c.batch_size = 16
-        c.lr = 0.0025
-        c.r1_gamma = 1.0
-        c.pl_weight = 0.0
-        c.style_mixing_prob = 0.0
-        c.ema_kimg = 2.0
-        c.ema_rampup = 0.05
+        use_digits_student_settings(c)
         c.method.kd_percept_mode = "none"
         c.method.sparsity_eta = 1e-3
         c.method.stage1_kimg = 1.0

@@ -38,7 +38,7 @@ number of devices.
 import ml_collections
 
 from gancomp_jax.methods import nickel_dime
-from gancomp_jax.train.config import default_train_config
+from gancomp_jax.train.config import default_train_config, use_digits_student_settings
 
 VARIANTS = ("ffhq256", "nickel_only", "dime_only", "clip_only", "dino_only", "no_global", "mmd", "digits")
 
@@ -62,16 +62,8 @@ def _ffhq256(c):
 
 
 def _digits(c):
-    c.model.preset = "small32"
-    c.data.source = "digits"
+    use_digits_student_settings(c)
     c.data.xflip = False
-    c.batch_size = 16
-    c.lr = 0.0025
-    c.r1_gamma = 1.0
-    c.pl_weight = 0.0               # the small32 teacher was trained without path length
-    c.style_mixing_prob = 0.0
-    c.ema_kimg = 2.0
-    c.ema_rampup = 0.05
     c.total_kimg = 6.0
     c.log_every_steps = 50
     c.checkpoint_every_steps = 200

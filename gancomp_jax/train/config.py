@@ -82,3 +82,19 @@ def default_train_config() -> ml_collections.ConfigDict:
     c.eval.fid_convention = "nvlabs"     # 'nvlabs' | 'pytorch_fid'
     c.eval.batch_size = 64
     return c
+
+
+def use_digits_student_settings(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Training settings every method's ``digits`` variant shares: the small32 digits teacher's
+    architecture and data, batch 16, lr 0.0025, R1 γ 1, no path length or style mixing (the
+    teacher was trained without them), EMA 2 kimg with ramp-up 0.05. Returns ``c``."""
+    c.model.preset = "small32"
+    c.data.source = "digits"
+    c.batch_size = 16
+    c.lr = 0.0025
+    c.r1_gamma = 1.0
+    c.pl_weight = 0.0
+    c.style_mixing_prob = 0.0
+    c.ema_kimg = 2.0
+    c.ema_rampup = 0.05
+    return c
