@@ -29,6 +29,7 @@ from flax import traverse_util
 
 from gancomp_jax.models import DiscriminatorConfig, GeneratorConfig, registry
 from gancomp_jax.models.registry import KINDS, abstract_variables  # noqa: F401  (network construction)
+from gancomp_jax.utils.atomic_dir import move_into_place
 
 FORMAT = "gancomp_jax.model"
 VERSION = 1
@@ -107,13 +108,7 @@ def save_model(directory: str | os.PathLike, networks: Mapping[str, Network],
             "metadata": dict(metadata or {}),
         }
         (tmp / "model.json").write_text(json.dumps(description, indent=2, sort_keys=True, default=str))
-        if directory.exists():
-            trash = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
-            directory.rename(trash)
-            tmp.rename(directory)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            tmp.rename(directory)
+        move_into_place(tmp, directory)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -28,6 +28,7 @@ import jax
 import numpy as np
 
 from ..io.torch_pickle import CheckpointFormatError, UnsafePickleError, load_torch_file
+from ..utils.atomic_dir import move_into_place
 
 __all__ = [
     "CONVERTED_FORMAT",
@@ -271,13 +272,7 @@ def save_converted(
             "source_sha256": sha,
         }
         (tmp / _META).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        if directory.exists():
-            trash = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
-            directory.rename(trash)
-            tmp.rename(directory)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            tmp.rename(directory)
+        move_into_place(tmp, directory)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
