@@ -1211,7 +1211,9 @@ def load_torch_file(
     if extra_globals:
         allowed = MappingProxyType({**SAFE_GLOBALS, **extra_globals})
         _check_allow_list(allowed)
-    with open(path, "rb") as file:
+    from .safe_files import open_regular  # a FIFO or device is refused, never opened for reading
+
+    with open_regular(path, "checkpoint file") as file:
         size = Path(path).stat().st_size
         budget = AllocationBudget(default_max_alloc(size) if max_alloc is None else max_alloc, source)
         head = file.read(512)
