@@ -14,11 +14,8 @@ place only when complete, so an interrupted save never leaves a checkpoint that 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,21 +24,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-from gancomp_jax.models import DiscriminatorConfig, GeneratorConfig, registry
+from gancomp_jax.models import registry
 from gancomp_jax.models.registry import KINDS, abstract_variables  # noqa: F401  (network construction)
-from gancomp_jax.utils.atomic_dir import move_into_place
+from gancomp_jax.models.network import Network  # noqa: F401  (re-exported: checkpoints.Network)
+from gancomp_jax.utils.atomic_dir import check_output_dir, writing_dir
 
 FORMAT = "gancomp_jax.model"
 VERSION = 1
-
-
-@dataclasses.dataclass
-class Network:
-    """One stored network: its kind ('generator' | 'discriminator'), description and variables."""
-
-    kind: str
-    config: GeneratorConfig | DiscriminatorConfig
-    variables: dict[str, Any]
 
 
 def init_network(kind: str, config, key: jax.Array) -> Network:
@@ -80,22 +69,22 @@ def _local_checkpointer() -> ocp.StandardCheckpointer:
 
 
 def save_model(directory: str | os.PathLike, networks: Mapping[str, Network],
-               metadata: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
+               metadata: Mapping[str, Any] | None = None, overwrite: bool = False,
+               sources: tuple[str | os.PathLike, ...] = ()) -> Path:
     """Writes ``networks`` (e.g. ``{'G_ema': ..., 'D': ...}``) to ``directory`` atomically.
 
-    Raises FileExistsError if ``directory`` exists and ``overwrite`` is False.
+    Raises FileExistsError if ``directory`` exists and ``overwrite`` is False; with
+    ``overwrite`` only an output of ours is replaced, never a folder of other files, a symbolic
+    link, the current folder or a folder that is or holds one of ``sources``
+    (:mod:`gancomp_jax.utils.atomic_dir`; OutputRefused, a ValueError, otherwise).
     """
     directory = Path(directory).absolute()
-    if directory.exists() and not overwrite:
-        raise FileExistsError(f"{directory} already exists; pass overwrite=True to replace it")
+    check_output_dir(directory, sources, overwrite, option="overwrite=True", what="model directory")
     if not networks:
         raise ValueError("save_model needs at least one network")
     for name, net in networks.items():
         check_variables(name, net)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.parent / f".{directory.name}.partial-{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.mkdir()
+    with writing_dir(directory, sources) as tmp:
         tree = {name: jax.tree.map(lambda a: np.asarray(a, dtype=np.float32), dict(net.variables))
                 for name, net in networks.items()}
         ckptr = _local_checkpointer()
@@ -108,10 +97,6 @@ def save_model(directory: str | os.PathLike, networks: Mapping[str, Network],
             "metadata": dict(metadata or {}),
         }
         (tmp / "model.json").write_text(json.dumps(description, indent=2, sort_keys=True, default=str))
-        move_into_place(tmp, directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 
@@ -187,17 +172,86 @@ def pick_generator(networks: Mapping[str, Network]) -> tuple[str, Network]:
     raise ValueError(f"cannot choose a generator among {list(networks)}")
 
 
+def resolve_model(path: str | os.PathLike) -> tuple[str, Path]:
+    """What a MODEL argument names, as ``(form, path to read)``; the one resolver behind
+    :func:`load_any`, so every job and tool accepts every output of our own jobs.
+
+    ``form`` is ``'model_dir'`` (``model.json`` + ``variables/``), ``'run'`` (a training run
+    directory: its newest verified checkpoint), ``'run_step'`` (``RUN/checkpoints/<step>``),
+    ``'safetensors'`` (an NVlabs state dict written by ``tools/export_pt.py``), ``'export_dir'``
+    (a folder written by ``tools/export_pt.py``) or ``'torch_file'`` (NVlabs ``.pkl`` /
+    rosinality ``.pt``). Folders holding a model one level down are followed: ``WORKDIR/model``
+    (prune job, finished training runs) and ``WORKDIR/stage2`` (the DGL-GAN job).
+
+    Raises FileNotFoundError ("... does not exist") or ValueError (saying what was expected).
+    """
+    p = Path(path)
+    if not (p.exists() or p.is_symlink()):
+        raise FileNotFoundError(f"model {path} does not exist")
+    if not p.exists():
+        raise FileNotFoundError(f"model {path} is a symbolic link to something that does not exist")
+    if p.is_file():
+        if p.name.endswith(".safetensors"):
+            return "safetensors", p
+        return "torch_file", p
+    if not p.is_dir():
+        raise ValueError(f"model {path} is neither a file nor a folder")
+    if (p / "model.json").is_file():
+        return "model_dir", p
+    if p.parent.name == "checkpoints" and p.name.isdigit():
+        return "run_step", p
+    if (p / "checkpoints").is_dir():
+        return "run", p
+    if (p / "model" / "model.json").is_file():
+        return "model_dir", p / "model"
+    if (p / "stage2").is_dir():
+        return resolve_model(p / "stage2")
+    if (p / "export.json").is_file() and any(p.glob("*.nvlabs.safetensors")):
+        return "export_dir", p
+    raise ValueError(f"{path} is not a gancomp_jax model checkpoint: expected a model directory (model.json + variables/), a "
+                     "training or DGL-GAN run directory, RUN/checkpoints/<step>, an export_pt folder or "
+                     ".nvlabs.safetensors file, an NVlabs .pkl or a rosinality .pt (convert other PyTorch "
+                     "files with tools/convert_pt_weights.py)")
+
+
+def _load_safetensors(files: list[Path], names) -> dict[str, Network]:
+    from gancomp_jax.export.nvlabs_safetensors import load_nvlabs_safetensors  # lazy: safetensors
+
+    out = {}
+    for f in files:
+        net = load_nvlabs_safetensors(f)
+        suffix = ".nvlabs.safetensors"
+        name = f.name[:-len(suffix)] if f.name.endswith(suffix) else ("G_ema" if net.kind == "generator" else "D")
+        out[name] = net
+    if names is not None:
+        missing = [n for n in names if n not in out]
+        if missing:
+            raise KeyError(f"network {missing[0]!r} not in {files[0].parent if len(files) > 1 else files[0]} "
+                           f"(found: {sorted(out)})")
+        out = {n: out[n] for n in names}
+    return out
+
+
 def load_any(path: str | os.PathLike, names: list[str] | tuple[str, ...] | None = None
              ) -> dict[str, Network]:
-    """Networks from our model directory, or from an NVlabs ``.pkl`` / rosinality ``.pt`` file.
+    """Networks from any MODEL (see :func:`resolve_model`): our model directory, a training or
+    DGL-GAN run (or one of its checkpoints), our ``.nvlabs.safetensors`` export, or an NVlabs
+    ``.pkl`` / rosinality ``.pt`` file.
 
-    A file is converted in memory by :func:`gancomp_jax.convert.import_torch` (its format is
-    told from the content); the result then also has ``.metadata`` with the conversion facts.
+    A PyTorch file is converted in memory by :func:`gancomp_jax.convert.import_torch` (its format
+    is told from the content); the result then also has ``.metadata`` with the conversion facts.
     """
-    if not Path(path).exists():
-        raise FileNotFoundError(f"model checkpoint {path} does not exist")
-    if Path(path).is_dir():
-        return load_model(path, names)
+    form, where = resolve_model(path)
+    if form == "model_dir":
+        return load_model(where, names)
+    if form in ("run", "run_step"):
+        from gancomp_jax.train.run_models import load_run_networks  # lazy: it imports this module
+
+        return load_run_networks(where, names)
+    if form == "safetensors":
+        return _load_safetensors([where], names)
+    if form == "export_dir":
+        return _load_safetensors(sorted(where.glob("*.nvlabs.safetensors")), names)
     from gancomp_jax.convert import import_torch  # lazy: gancomp_jax.convert imports this module
 
-    return import_torch(path, which=None if names is None else list(names))
+    return import_torch(where, which=None if names is None else list(names))

@@ -8,9 +8,10 @@ from typing import Any, Mapping
 import numpy as np
 from flax import traverse_util
 
-from gancomp_jax import checkpoints
 from gancomp_jax.convert.errors import UnsupportedNetworkError
+from gancomp_jax.models.network import Network
 from gancomp_jax.models.nvlabs_compat import from_nvlabs_state_dict
+from gancomp_jax.models.registry import abstract_variables
 
 __all__ = ["Converted", "build_network", "count_parameters"]
 
@@ -23,7 +24,7 @@ class Converted:
     one-line, human-readable.
     """
 
-    network: checkpoints.Network
+    network: Network
     facts: dict[str, Any]
     warnings: list[str]
 
@@ -34,11 +35,11 @@ def count_parameters(variables: Mapping[str, Any]) -> int:
     return int(sum(np.size(v) for v in flat.values()))
 
 
-def build_network(kind: str, config, state_dict: Mapping[str, np.ndarray], where: str) -> checkpoints.Network:
+def build_network(kind: str, config, state_dict: Mapping[str, np.ndarray], where: str) -> Network:
     """Our variables from an NVlabs-named ``state_dict``, shape-checked against ``config``."""
-    template = checkpoints.abstract_variables(kind, config)
+    template = abstract_variables(kind, config)
     try:
         variables = from_nvlabs_state_dict(state_dict, template, where)
     except ValueError as e:
         raise UnsupportedNetworkError(str(e)) from None
-    return checkpoints.Network(kind, config, variables)
+    return Network(kind, config, variables)

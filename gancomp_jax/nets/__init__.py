@@ -22,8 +22,10 @@ state dicts, safetensors, converted Orbax directories, key/shape checks) in
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .loaded import LoadedNet
 
 __all__ = [
     "LoadedNet",
@@ -33,35 +35,6 @@ __all__ = [
     "make_face_mask_fn",
     "register",
 ]
-
-
-@dataclass(frozen=True)
-class LoadedNet:
-    """A pretrained network ready to run.
-
-    Attributes:
-        kind: registry name, e.g. ``"inception_fid"``.
-        params: pytree of arrays (float32 unless converted otherwise).
-        apply: pure function ``apply(params, images, **kw) -> outputs``; the
-            expected image layout and range are documented per kind.
-        config: JSON-able settings that, together with ``kind``, rebuild
-            ``apply`` (saved beside converted parameters).
-        source: the file or directory the parameters came from.
-    """
-
-    kind: str
-    params: Any
-    apply: Callable[..., Any]
-    config: Mapping[str, Any] = field(default_factory=dict)
-    source: str = ""
-
-    def __call__(self, *images: Any, **kw: Any) -> Any:
-        """``apply(params, *images, **kw)`` (LPIPS takes two image batches)."""
-        return self.apply(self.params, *images, **kw)
-
-    def __iter__(self):
-        """``params, apply = net`` unpacks like the ``(params, apply_fn)`` pairs of other loaders."""
-        return iter((self.params, self.apply))
 
 
 @dataclass(frozen=True)

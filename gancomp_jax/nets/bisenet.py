@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from . import LoadedNet
+from .loaded import LoadedNet
 from .preprocess import imagenet_normalize, quantize_uint8, resize_bilinear, resize_nearest, to_unit
 from .weights import (check_variables, is_converted_dir, load_converted, numbered, read_state_dict,
                       torch_to_flax)

@@ -17,6 +17,12 @@ Architecture (Radford et al. 2021; openai/CLIP ``model.py`` and open_clip
 
 The positional embedding fixes the input size: 224 px for RN50 (7x7 tokens).
 
+Before anything is built the architecture is checked against the released RN50
+(blocks (3, 4, 6, 3), width 64, 32 heads, 1024-d output; a missing or extra block is
+an error naming the key) and the input size against 32..1024 px;
+``architecture="custom"`` accepts other depths and widths within bounds (small test
+networks). Converted directories are checked against the variables their config implies.
+
 Files read (never with ``torch.jit.load``, never a hub):
 
 * OpenAI ``RN50.pt``: a TorchScript archive, read with
@@ -40,8 +46,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..io.safe_files import require_regular_file
+from . import resnet
 from .torchscript import is_torchscript_archive, load_torchscript_state_dict
-from .weights import is_converted_dir, load_converted, read_state_dict
+from .weights import check_variables, is_converted_dir, load_converted, read_state_dict
 
 __all__ = [
     "AttentionPool2d",
@@ -214,26 +222,72 @@ def canonical_clip_rn50_state(state: Mapping[str, np.ndarray]) -> dict[str, np.n
     return dict(state)
 
 
-def clip_rn50_config_from_state(state: Mapping[str, np.ndarray], path: Any = "") -> dict[str, Any]:
-    """Architecture (layers, width, heads, output_dim, image_size) read off the tensor shapes."""
-    conv3 = require(state, "conv3.weight", None, NETWORK, path)
-    width = int(conv3.shape[0])
-    layers = []
-    for stage in range(1, 5):
-        blocks = {int(k.split(".")[1]) for k in state if k.startswith(f"layer{stage}.")}
-        if not blocks:
-            raise ValueError(f"{NETWORK}: {path} lacks the key 'layer{stage}.0.conv1.weight'")
-        layers.append(max(blocks) + 1)
-    pos = require(state, "attnpool.positional_embedding", None, NETWORK, path)
-    tokens = pos.shape[0] - 1
-    side = int(round(math.sqrt(tokens)))
-    if side * side != tokens or pos.shape[1] != width * 32:
+#: The released CLIP RN50: ResNet-50 blocks, width 64, 32 heads, 1024-d output.
+RN50_CONFIG = dict(layers=[3, 4, 6, 3], width=64, heads=32, output_dim=1024)
+#: Attention-pool grid sides accepted (image size = 32 * side; released: 7, i.e. 224 px).
+MAX_GRID_SIDE = 32
+MAX_OUTPUT_DIM = 4096
+
+
+def check_config(config: Mapping[str, Any], path: Any, architecture: str = "published") -> dict[str, Any]:
+    """A ``{'layers', 'width', 'heads', 'output_dim', 'image_size'}`` config checked against the family."""
+    config = resnet.check_config(config, NETWORK, path, architecture)
+    for key in ("heads", "output_dim", "image_size"):
+        value = config.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{NETWORK}: {path}: config {key!r} is {value!r}, expected a positive integer")
+    width = config["width"]
+    if config["heads"] != width * 32 // 64:
+        raise ValueError(f"{NETWORK}: {path}: config 'heads' is {config['heads']}, expected {width * 32 // 64}")
+    if architecture == "published" and config["output_dim"] != RN50_CONFIG["output_dim"]:
+        raise ValueError(f"{NETWORK}: {path}: output dimension {config['output_dim']}, CLIP RN50 has "
+                         f"{RN50_CONFIG['output_dim']}")
+    if config["output_dim"] > MAX_OUTPUT_DIM:
+        raise ValueError(f"{NETWORK}: {path}: output dimension {config['output_dim']}, more than {MAX_OUTPUT_DIM}")
+    size = config["image_size"]
+    if size % 32 or not 1 <= size // 32 <= MAX_GRID_SIDE:
+        raise ValueError(f"{NETWORK}: {path}: image size {size}, expected a multiple of 32 up to "
+                         f"{32 * MAX_GRID_SIDE}")
+    return config
+
+
+def clip_rn50_config_from_state(state: Mapping[str, np.ndarray], path: Any = "", architecture: str = "published"
+                                ) -> dict[str, Any]:
+    """Architecture (layers, width, heads, output_dim, image_size) read off the tensor shapes and checked."""
+    conv3 = np.shape(require_present(state, "conv3.weight", path))
+    if len(conv3) != 4:
+        raise ValueError(f"{NETWORK}: {path}: tensor 'conv3.weight' has shape {tuple(conv3)}, expected "
+                         "(width, width/2, 3, 3)")
+    width = resnet.check_width(int(conv3[0]), NETWORK, path, "conv3.weight", architecture)
+    layers = resnet.stage_blocks(state, NETWORK, path, architecture)
+    pos = tuple(np.shape(require_present(state, "attnpool.positional_embedding", path)))
+    tokens = pos[0] - 1 if len(pos) == 2 else -1
+    side = int(round(math.sqrt(tokens))) if 0 < tokens <= (MAX_GRID_SIDE + 1) ** 2 else -1
+    if side < 1 or side > MAX_GRID_SIDE or side * side != tokens or pos[1] != width * 32:
         raise ValueError(
-            f"{NETWORK}: {path} key 'attnpool.positional_embedding' has shape {pos.shape}, expected "
-            f"(s*s+1, {width * 32})"
+            f"{NETWORK}: {path} key 'attnpool.positional_embedding' has shape {pos}, expected "
+            f"(s*s+1, {width * 32}) with s in 1..{MAX_GRID_SIDE} (image size 32*s)"
         )
-    out_dim = int(require(state, "attnpool.c_proj.weight", None, NETWORK, path).shape[0])
-    return dict(layers=list(layers), width=width, heads=width * 32 // 64, output_dim=out_dim, image_size=32 * side)
+    c_proj = tuple(np.shape(require_present(state, "attnpool.c_proj.weight", path)))
+    if len(c_proj) != 2 or not c_proj[0]:
+        raise ValueError(f"{NETWORK}: {path}: tensor 'attnpool.c_proj.weight' has shape {c_proj}, expected "
+                         f"(output_dim, {width * 32})")
+    config = dict(layers=list(layers), width=width, heads=width * 32 // 64, output_dim=int(c_proj[0]),
+                  image_size=32 * side)
+    return check_config(config, path, architecture)
+
+
+def require_present(state: Mapping[str, Any], key: str, path: Any) -> Any:
+    if key not in state:
+        raise ValueError(f"{NETWORK}: {path} has no tensor {key!r}; is this the right file?")
+    return state[key]
+
+
+def abstract_variables(config: Mapping[str, Any]) -> Any:
+    """Shapes of the Flax variables of a CLIP ResNet ``config`` (nothing allocated)."""
+    module = ModifiedResNet(tuple(config["layers"]), config["width"], config["heads"], config["output_dim"])
+    size = config["image_size"]
+    return jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
 
 
 def _torch_name(path: tuple[str, ...]) -> str:
@@ -259,16 +313,15 @@ def _to_flax(value: np.ndarray, leaf: str) -> np.ndarray:
     return value
 
 
-def convert_clip_rn50_state(state: Mapping[str, np.ndarray], path: Any = "") -> tuple[dict, dict[str, Any]]:
+def convert_clip_rn50_state(state: Mapping[str, np.ndarray], path: Any = "", architecture: str = "published"
+                            ) -> tuple[dict, dict[str, Any]]:
     """Canonical (OpenAI-named) state -> (Flax variables {'params', 'batch_stats'}, config).
 
     Every variable of the module must be present with the right shape; extra
     keys (text tower, ``num_batches_tracked``) are ignored.
     """
-    config = clip_rn50_config_from_state(state, path)
-    module = ModifiedResNet(tuple(config["layers"]), config["width"], config["heads"], config["output_dim"])
-    size = config["image_size"]
-    shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+    config = clip_rn50_config_from_state(state, path, architecture)
+    shapes = abstract_variables(config)
     flat = {}
     for var_path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
         keys = tuple(k.key for k in var_path)
@@ -286,11 +339,14 @@ def convert_clip_rn50_state(state: Mapping[str, np.ndarray], path: Any = "") -> 
     return variables, config
 
 
-def read_clip_rn50_params(path: str | Path) -> tuple[dict, dict[str, Any]]:
+def read_clip_rn50_params(path: str | Path, architecture: str = "published") -> tuple[dict, dict[str, Any]]:
     """Read an original CLIP RN50 weight file (see module docstring) -> (variables, config)."""
+    resnet.check_architecture_choice(architecture, NETWORK)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{NETWORK}: weight file {path} does not exist")
+    if not path.is_dir():
+        require_regular_file(path, f"{NETWORK}: weight file")  # a FIFO or device is never opened
     if path.is_file() and is_torchscript_archive(path):
         try:
             state = load_torchscript_state_dict(path)
@@ -298,7 +354,7 @@ def read_clip_rn50_params(path: str | Path) -> tuple[dict, dict[str, Any]]:
             raise ValueError(f"{NETWORK}: refusing to load {path}: {exc}") from None
     else:
         state = read_state_dict(path, NETWORK)
-    return convert_clip_rn50_state(canonical_clip_rn50_state(state), path)
+    return convert_clip_rn50_state(canonical_clip_rn50_state(state), path, architecture)
 
 
 def clip_rn50_apply(variables: Any, images: jax.Array, *, config: Mapping[str, Any], dtype: Any = jnp.float32) -> jax.Array:
@@ -310,18 +366,23 @@ def clip_rn50_apply(variables: Any, images: jax.Array, *, config: Mapping[str, A
     return module.apply(variables, images)
 
 
-def load_clip_rn50(path: str | Path, *, dtype: Any = jnp.float32):
+def load_clip_rn50(path: str | Path, *, dtype: Any = jnp.float32, architecture: str = "published"):
     """Registry loader: original file or converted directory -> LoadedNet.
 
     ``apply(params, images)``: images [N, 224, 224, 3] already CLIP-preprocessed
     (see :mod:`gancomp_jax.nets.embedders` for the [-1, 1] -> input step).
+    ``architecture``: ``"published"`` (RN50's blocks, width, heads and output size exactly) or
+    ``"custom"`` (other depths and widths within bounds, e.g. small test networks).
     """
     from functools import partial
 
-    from . import LoadedNet
+    from .loaded import LoadedNet
+    resnet.check_architecture_choice(architecture, NETWORK)
     if is_converted_dir(path):
         variables, config = load_converted(path, "clip_rn50", NETWORK)
+        config = check_config(config, path, architecture)
+        check_variables(variables, abstract_variables(config), NETWORK, str(path))
     else:
-        variables, config = read_clip_rn50_params(path)
+        variables, config = read_clip_rn50_params(path, architecture)
     apply = partial(clip_rn50_apply, config=config, dtype=dtype)
     return LoadedNet("clip_rn50", variables, apply, config, str(path))

@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from . import LoadedNet
+from .loaded import LoadedNet
 from .preprocess import fid_inception_input
 from .weights import check_variables, is_converted_dir, load_converted, read_state_dict, torch_to_flax
 

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import LoadedNet
+from .loaded import LoadedNet
 from .preprocess import imagenet_normalize, resize_bilinear, to_unit
 from .weights import (check_variables, is_converted_dir, load_converted, numbered, read_state_dict,
                       torch_to_flax)

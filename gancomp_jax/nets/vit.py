@@ -354,7 +354,7 @@ def vit_apply(variables: Any, images: jax.Array, *, kind: str, config: Mapping[s
 
 def load_vit(kind: str, path: str | Path, *, image_size: int | None = None, dtype: Any = jnp.float32):
     """Registry loader for ``kind`` in {'clip_vit', 'dino_vit', 'dinov2'}: HF or converted dir -> LoadedNet."""
-    from . import LoadedNet
+    from .loaded import LoadedNet
 
     if is_converted_dir(path):
         variables, config = load_converted(path, kind, NETWORKS[kind])

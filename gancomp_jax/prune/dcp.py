@@ -39,8 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gancomp_jax.models.generator import Generator
-from gancomp_jax.prune.criteria import (Scores, ScoringInputs, _as_jax, _get, _progress, _with, consumer_paths,
-                                        register_criterion, sample_batches)
+from gancomp_jax.prune.scoring import (Scores, ScoringInputs, _as_jax, _get, _progress, _with, consumer_paths,
+                                       register_criterion, sample_batches)
 from gancomp_jax.prune.widths import layer_names
 
 EDIT_STRENGTH = 5.0
