@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from gancomp_jax.methods import stylegan2 as sg2_method
-from gancomp_jax.train.checkpointing import MANIFEST, TrainCheckpointer, select_intact, verify
+from gancomp_jax.train.checkpointing import (MANIFEST, TrainCheckpointer, UnsealedCheckpointsError, select_intact,
+                                             verify)
 from gancomp_jax.train.trainer import NonFiniteLossError, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,6 +108,50 @@ def test_last_good_step_skips_a_checkpoint_corrupted_after_saving(tmp_path):
     _flip(tmp_path / "checkpoints" / "2")
     assert ck.last_good_step() == 1
     ck.close()
+
+
+def test_all_unsealed_checkpoints_refuse_to_restart_silently(tmp_path, capsys):
+    d = _small_ckpts(tmp_path)
+    for s in (1, 2, 3):
+        (d / str(s) / MANIFEST).unlink()
+    with pytest.raises(UnsealedCheckpointsError, match=r"step\(s\) 3, 2, 1 are not sealed.*config.restart=True"):
+        select_intact(d)
+    assert sorted(p.name for p in d.iterdir()) == ["1", "2", "3"]  # nothing moved
+    # The trainer refuses too, before touching anything (one error line from the command line).
+    with pytest.raises(ValueError, match="holds no resumable checkpoint"):
+        train(_tiny(total_steps=4), tmp_path)
+    assert sorted(p.name for p in d.iterdir()) == ["1", "2", "3"]
+    # Unsealed ones beside damaged ones: still refused, named as such.
+    (d / "1" / MANIFEST).write_text('{"files": []}')
+    with pytest.raises(UnsealedCheckpointsError, match=r"step\(s\) 3, 2 are not sealed.*others are damaged"):
+        select_intact(d)
+    # The explicit option: moved aside with a warning each, start from step 0.
+    capsys.readouterr()
+    assert select_intact(d, restart=True) is None
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all("starting from step 0 (restart)" in l for l in err)
+    assert not any(p.name.isdigit() for p in d.iterdir())
+    assert len(list((tmp_path / "checkpoints_rejected").iterdir())) == 3
+
+
+@pytest.mark.parametrize("manifest,problem", [
+    ('{"files": ["state/x"]}', "no 'files' mapping"),
+    ('{"files": {"meta/metadata": "abcdef"}}', "is not [sha256, size]"),
+    ('{"files": {"meta/metadata": "ab"}}', "is not [sha256, size]"),
+    ('{"files": {"meta/metadata": ["' + "0" * 64 + '", true]}}', "is not [sha256, size]"),
+    ('{"files": {"../../../etc/passwd": ["' + "0" * 64 + '", 1]}}', "path outside the checkpoint"),
+    ('{"files": {"/dev/zero": ["' + "0" * 64 + '", 1]}}', "path outside the checkpoint"),
+    ('{"files": ' + "[" * 100_000 + "]" * 100_000 + "}", "unreadable"),
+    ("[" * 100_000 + "]" * 100_000, "unreadable"),
+    ("[]", "no 'files' mapping"),
+])
+def test_hostile_checksum_manifests_are_damaged_not_tracebacks(tmp_path, capsys, manifest, problem):
+    d = _small_ckpts(tmp_path, steps=(1, 2))
+    (d / "2" / MANIFEST).write_text(manifest)
+    assert problem in verify(d / "2")
+    assert select_intact(d) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: checkpoint ") and problem in err[0]
 
 
 # ---------------------------------------------------------------------------------------------

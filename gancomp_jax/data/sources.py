@@ -24,6 +24,15 @@ How thoroughly files are checked is set by ``check``:
 Files are checked in a thread pool. Unreadable files are counted in
 ``num_skipped`` and reported once through ``absl.logging``.
 
+Only regular files are read: a FIFO, socket or device file with an image name is refused
+with an error naming it (opening one could block forever), and symbolic links (to files or
+folders) are never followed, so a link can neither lead out of the dataset root nor back into
+it (no loops, no images counted twice); they are listed in one warning. A file or zip member
+larger than ``max_file_mb`` (default 64 MiB, ``config.data.max_file_mb``) is skipped as
+unreadable before anything is read or decompressed (a zip member's size is its declared
+uncompressed size, which ``zipfile`` never reads past). ``dataset.json`` is checked
+(an object with a list of ``[relative path, int]`` pairs, at most 128 MiB) before use.
+
 Data must already be at the model resolution, as with NVlabs'
 ``dataset_tool.py``: an image that is not ``resolution x resolution`` raises a
 ``ValueError`` naming the file (pass ``resolution=None`` to take it from the
@@ -38,6 +47,7 @@ import concurrent.futures
 import io
 import json
 import os
+import stat
 import threading
 from typing import Any
 import zipfile
@@ -55,6 +65,43 @@ TFDS_IMAGE_FOLDER_EXTENSIONS = (".png", ".jpg", ".jpeg")
 CHECK_MODES = ("header", "verify", "decode")
 LABELS_FILE = "dataset.json"
 SOURCE_KINDS = ("digits", "folder", "zip", "tfds", "tfds_imagefolder")
+MAX_FILE_MB = 64  # default per-image size limit (encoded bytes / declared zip member size)
+MAX_LABELS_BYTES = 128 << 20  # dataset.json size limit
+MAX_CLASSES = 1_000_000
+
+
+class TooLargeError(OSError):
+    """A file or zip member is larger than the per-image limit (it is not read)."""
+
+
+class DataReadError(OSError):
+    """An image of the index could not be read or decoded while training (names the file)."""
+
+
+def read_regular_file(path: str, limit: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file (not a link) of at most ``limit`` bytes.
+
+    Opened without following a final symbolic link and without blocking, then checked with
+    ``fstat`` on the open descriptor, so a FIFO or device swapped in meanwhile is refused too.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if os.path.islink(path):
+            raise OSError(f"{path} is a symbolic link; links are not followed") from None
+        raise e
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path} is not a regular file; only regular files are read")
+        if st.st_size > limit:
+            raise TooLargeError(f"{path} is {st.st_size} bytes, more than the limit of {limit} bytes"
+                                f" (config.data.max_file_mb)")
+        blob = f.read(limit + 1)
+    if len(blob) > limit:
+        raise TooLargeError(f"{path} grew past the limit of {limit} bytes while being read")
+    return blob
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
@@ -79,27 +126,38 @@ def parse_labels(text: str | bytes, where: str) -> dict[str, int] | None:
     """Parses an NVlabs ``dataset.json``: ``{"labels": [[relpath, int], ...]}``.
 
     Returns a dict from '/'-separated relative path to class index, or None if the
-    file has ``"labels": null``. Only integer class labels are supported.
+    file has ``"labels": null``. Only integer class labels are supported. Raises ValueError
+    naming ``where`` for anything else (also for JSON nested too deep to parse).
     """
+    if len(text) > MAX_LABELS_BYTES:
+        raise ValueError(f"{where}: {len(text)} bytes, more than the limit of {MAX_LABELS_BYTES} for a dataset.json")
     try:
-        labels = json.loads(text).get("labels")
-    except (ValueError, AttributeError) as e:
-        raise ValueError(f"{where}: not a valid NVlabs dataset.json ({e})") from e
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else e
+        raise ValueError(f"{where}: not a valid NVlabs dataset.json ({reason})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{where}: not a valid NVlabs dataset.json (expected an object with a 'labels' list,"
+                         f" got a JSON {type(doc).__name__})")
+    labels = doc.get("labels")
     if labels is None:
         return None
+    if not isinstance(labels, list):
+        raise ValueError(f"{where}: 'labels' must be a list of [relative_path, int] pairs or null, got"
+                         f" {str(labels)[:40]!r} ({type(labels).__name__})")
     out = {}
     for entry in labels:
-        if not (isinstance(entry, (list, tuple)) and len(entry) == 2):
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
             raise ValueError(
-                f"{where}: each label entry must be [relative_path, int], got {entry!r}"
+                f"{where}: each label entry must be [relative_path, int], got {str(entry)[:60]}"
             )
         name, label = entry
-        if isinstance(label, bool) or not isinstance(label, int) or label < 0:
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < MAX_CLASSES:
             raise ValueError(
-                f"{where}: only non-negative integer class labels are supported, got"
-                f" {label!r} for {name!r}"
+                f"{where}: only integer class labels in [0, {MAX_CLASSES}) are supported, got"
+                f" {str(label)[:40]} for {name[:200]!r}"
             )
-        out[str(name).replace("\\", "/")] = label
+        out[name.replace("\\", "/")] = label
     return out
 
 
@@ -115,6 +173,7 @@ class EncodedImageSource:
     num_skipped: int
     num_classes: int
     check: str
+    max_file_bytes: int = MAX_FILE_MB << 20
 
     # --- to be provided by subclasses -------------------------------------
     def _read(self, key: str) -> bytes:
@@ -218,7 +277,7 @@ class EncodedImageSource:
         try:
             image = decode_rgb(self._read(key))
         except Exception as e:
-            raise OSError(
+            raise DataReadError(
                 f"{self._describe(key)}: failed to decode although it passed the"
                 f" {self.check!r} check when the index was built (build the source"
                 f' with check="decode" to skip such files): {e}'
@@ -256,6 +315,53 @@ def _has_ext(name: str, exts: Iterable[str]) -> bool:
     return name.lower().endswith(tuple(exts))
 
 
+def _limit_bytes(max_file_mb: float) -> int:
+    try:
+        limit = float(max_file_mb)
+    except (TypeError, ValueError):
+        raise ValueError(f"config.data.max_file_mb={max_file_mb!r} is not a number") from None
+    if not 0 < limit <= 1 << 20:
+        raise ValueError(f"config.data.max_file_mb={max_file_mb!r} must be in (0, {1 << 20}] (MiB per image)")
+    return int(limit * (1 << 20))
+
+
+def _walk_regular(root: str, exts: Iterable[str]) -> tuple[list[str], list[str]]:
+    """('/'-separated relative paths of files under ``root`` with an image extension, sorted;
+    relative paths of the symbolic links met, which are not followed).
+
+    Raises ValueError naming an image-named entry that is not a regular file (FIFO, socket,
+    device): opening one could block forever.
+    """
+    keys, links = [], []
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            raise ValueError(f"cannot list {os.path.join(root, rel_dir)}: {e}") from None
+        for e in entries:
+            rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+            if e.is_symlink():
+                links.append(rel)
+            elif e.is_dir(follow_symlinks=False):
+                stack.append(rel)
+            elif _has_ext(e.name, exts):
+                if not e.is_file(follow_symlinks=False):
+                    raise ValueError(f"{e.path} is not a regular file (a FIFO, socket or device); only regular "
+                                     f"files are read: remove it from the dataset")
+                keys.append(rel)
+    keys.sort()
+    return keys, links
+
+
+def _warn_links(links: Sequence[str], root: str) -> None:
+    if links:
+        logging.warning("ignored %d symbolic link(s) in %s, e.g. %s: links are not followed (a dataset must "
+                        "hold its files; copy them in)", len(links), root, links[0])
+
+
 class ImageFolderSource(EncodedImageSource):
     """All images under a directory, recursively, in sorted relative-path order.
 
@@ -272,23 +378,22 @@ class ImageFolderSource(EncodedImageSource):
         *,
         check: str = "verify",
         num_threads: int | None = None,
+        max_file_mb: float = MAX_FILE_MB,
     ):
         self.location = root = os.fspath(path)
         if not os.path.isdir(root):
             raise ValueError(f"image folder does not exist or is not a directory: {root}")
-        keys = []
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-            dirnames.sort()
-            for name in filenames:
-                if _has_ext(name, IMAGE_EXTENSIONS):
-                    rel = os.path.relpath(os.path.join(dirpath, name), root)
-                    keys.append(rel.replace(os.sep, "/"))
-        keys.sort()
+        self.max_file_bytes = _limit_bytes(max_file_mb)
+        keys, links = _walk_regular(root, IMAGE_EXTENSIONS)
+        _warn_links(links, root)
         labels = None
         labels_path = os.path.join(root, LABELS_FILE)
-        if os.path.isfile(labels_path):
-            with open(labels_path, "rb") as f:
-                labels = parse_labels(f.read(), labels_path)
+        if os.path.lexists(labels_path):
+            try:
+                text = read_regular_file(labels_path, MAX_LABELS_BYTES)
+            except OSError as e:
+                raise ValueError(f"{labels_path}: cannot be read as labels: {e}") from None
+            labels = parse_labels(text, labels_path)
         self._build_index(
             keys,
             resolution=resolution,
@@ -302,8 +407,7 @@ class ImageFolderSource(EncodedImageSource):
         return os.path.join(self.location, *key.split("/"))
 
     def _read(self, key: str) -> bytes:
-        with open(self._describe(key), "rb") as f:
-            return f.read()
+        return read_regular_file(self._describe(key), self.max_file_bytes)
 
 
 class ZipSource(EncodedImageSource):
@@ -323,15 +427,21 @@ class ZipSource(EncodedImageSource):
         *,
         check: str = "verify",
         num_threads: int | None = None,
+        max_file_mb: float = MAX_FILE_MB,
     ):
         self.location = self.path = os.fspath(path)
         self._local = threading.local()
+        self.max_file_bytes = _limit_bytes(max_file_mb)
+        if os.path.islink(self.path) or (os.path.exists(self.path) and not os.path.isfile(self.path)):
+            what = "a symbolic link" if os.path.islink(self.path) else "not a regular file"
+            raise ValueError(f"zip file {self.path} is {what}; give the archive itself")
         if not os.path.isfile(self.path):
             raise ValueError(f"zip file does not exist: {self.path}")
         try:
-            names = self._zip().namelist()
-        except zipfile.BadZipFile as e:
+            infos = self._zip().infolist()
+        except (zipfile.BadZipFile, OSError) as e:
             raise ValueError(f"{self.path} is not a readable zip file: {e}") from e
+        names = [i.filename for i in infos]
         keys = sorted(
             n
             for n in names
@@ -341,7 +451,16 @@ class ZipSource(EncodedImageSource):
         )
         labels = None
         if LABELS_FILE in names:
-            labels = parse_labels(self._zip().read(LABELS_FILE), f"{self.path}:{LABELS_FILE}")
+            where = f"{self.path}:{LABELS_FILE}"
+            size = self._zip().getinfo(LABELS_FILE).file_size
+            if size > MAX_LABELS_BYTES:
+                raise ValueError(f"{where}: {size} bytes, more than the limit of {MAX_LABELS_BYTES} for a"
+                                 " dataset.json")
+            try:
+                text = self._zip().read(LABELS_FILE)
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+                raise ValueError(f"{where}: cannot be read: {e}") from None
+            labels = parse_labels(text, where)
         self._build_index(
             keys,
             resolution=resolution,
@@ -362,7 +481,11 @@ class ZipSource(EncodedImageSource):
         return f"{self.path}:{key}"
 
     def _read(self, key: str) -> bytes:
-        return self._zip().read(key)
+        info = self._zip().getinfo(key)
+        if info.file_size > self.max_file_bytes:  # zipfile never decompresses past file_size
+            raise TooLargeError(f"{self._describe(key)} is {info.file_size} bytes uncompressed, more than the"
+                                f" limit of {self.max_file_bytes} bytes (config.data.max_file_mb)")
+        return self._zip().read(info)
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -394,13 +517,23 @@ class TFDSImageFolderSource(EncodedImageSource):
         *,
         check: str = "verify",
         num_threads: int | None = None,
+        max_file_mb: float = MAX_FILE_MB,
     ):
         root = os.fspath(path)
         if not os.path.isdir(root):
             raise ValueError(f"image folder does not exist or is not a directory: {root}")
+        self.max_file_bytes = _limit_bytes(max_file_mb)
+        links: list[str] = []
 
         def subdirs(d):
-            return sorted(e for e in os.listdir(d) if os.path.isdir(os.path.join(d, e)))
+            out = []
+            for e in sorted(os.listdir(d)):
+                full = os.path.join(d, e)
+                if os.path.islink(full):
+                    links.append(os.path.relpath(full, root))
+                elif os.path.isdir(full):
+                    out.append(e)
+            return out
 
         splits = subdirs(root)
         if split not in splits:
@@ -410,14 +543,16 @@ class TFDSImageFolderSource(EncodedImageSource):
             )
         self.split = split
         self.location = self.split_dir = os.path.join(root, split)
+        links.clear()
         self.label_names = sorted({lbl for s in splits for lbl in subdirs(os.path.join(root, s))})
         label_index = {name: i for i, name in enumerate(self.label_names)}
+        links.clear()
         keys = []
         for lbl in subdirs(self.split_dir):
-            for name in sorted(os.listdir(os.path.join(self.split_dir, lbl))):
-                full = os.path.join(self.split_dir, lbl, name)
-                if _has_ext(name, TFDS_IMAGE_FOLDER_EXTENSIONS) and os.path.isfile(full):
-                    keys.append(f"{lbl}/{name}")
+            found, lbl_links = _walk_regular(os.path.join(self.split_dir, lbl), TFDS_IMAGE_FOLDER_EXTENSIONS)
+            keys += [f"{lbl}/{name}" for name in found if "/" not in name]
+            links += [f"{split}/{lbl}/{name}" for name in lbl_links]
+        _warn_links(links, root)
         self._build_index(
             keys,
             resolution=resolution,
@@ -433,8 +568,7 @@ class TFDSImageFolderSource(EncodedImageSource):
         return os.path.join(self.split_dir, *key.split("/"))
 
     def _read(self, key: str) -> bytes:
-        with open(self._describe(key), "rb") as f:
-            return f.read()
+        return read_regular_file(self._describe(key), self.max_file_bytes)
 
 
 # ---------------------------------------------------------------------------
@@ -449,7 +583,8 @@ def default_data_config() -> ml_collections.ConfigDict:
     ``xflip`` (bool), ``path`` (folder/zip/tfds_imagefolder root), ``name``
     (TFDS dataset name, optionally with config/version), ``split``,
     ``data_dir`` (TFDS data dir; '' = TFDS default), ``worker_count`` (Grain
-    worker processes; 0 = read in the main process with threads).
+    worker processes; 0 = read in the main process with threads), ``max_file_mb`` (largest
+    image file or zip member read, MiB; larger ones are skipped unread).
     """
     return ml_collections.ConfigDict(
         dict(
@@ -461,6 +596,7 @@ def default_data_config() -> ml_collections.ConfigDict:
             split="train",
             data_dir="",
             worker_count=0,
+            max_file_mb=float(MAX_FILE_MB),
         )
     )
 
@@ -493,12 +629,13 @@ def build_source(config: Any):
 
     if kind == "digits":
         return DigitsSource(resolution or 32)
+    limit = _get(config, "max_file_mb", MAX_FILE_MB) or MAX_FILE_MB
     if kind == "folder":
-        return ImageFolderSource(need("path", path), resolution)
+        return ImageFolderSource(need("path", path), resolution, max_file_mb=limit)
     if kind == "zip":
-        return ZipSource(need("path", path), resolution)
+        return ZipSource(need("path", path), resolution, max_file_mb=limit)
     if kind == "tfds_imagefolder":
-        return TFDSImageFolderSource(need("path", path), split, resolution)
+        return TFDSImageFolderSource(need("path", path), split, resolution, max_file_mb=limit)
     if kind == "tfds":
         from gancomp_jax.data.tfds_source import TFDSSource  # pylint: disable=g-import-not-at-top
 

@@ -10,14 +10,22 @@ Integrity: once a checkpoint is complete on disk, process 0 writes
 verified newest first; one that is unsealed (no manifest: the run died before sealing it) or
 whose files do not match (truncated, bytes flipped) is moved to ``WORKDIR/checkpoints_rejected/``
 with a one-line warning, and the newest intact one is used. Only sealed, verified checkpoints
-are named "good".
+are named "good". If no checkpoint is intact but some are merely unsealed (the run stopped
+between a save and its seal), nothing is moved and resuming is refused with a message: the run's
+progress is never discarded silently; ``config.restart=True`` moves them aside and starts over.
+
+A ``checksums.json`` is checked before use (an object whose ``files`` maps relative paths inside
+the step directory to ``[sha256 hex, size]``, at most 16 MiB); one that is not is reported as
+damaged, never a traceback.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
+import stat
 import sys
 import uuid
 from pathlib import Path
@@ -28,6 +36,13 @@ import jax
 import orbax.checkpoint as ocp
 
 MANIFEST = "checksums.json"
+MAX_MANIFEST_BYTES = 16 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+RESTART_HINT = "set --config.restart=True to discard them and start again from step 0"
+
+
+class UnsealedCheckpointsError(ValueError):
+    """Every checkpoint of a run is unsealed or damaged and at least one is only unsealed."""
 
 
 def _sha256(path: Path) -> str:
@@ -51,21 +66,48 @@ def write_manifest(step_dir: Path) -> None:
     tmp.rename(step_dir / MANIFEST)
 
 
+def _manifest_entries(manifest: Path) -> dict[str, tuple[str, int]] | str:
+    """``{relative path: (sha256, size)}`` of a checksum manifest, or what is wrong with it."""
+    try:
+        if manifest.stat().st_size > MAX_MANIFEST_BYTES:
+            return f"its checksums.json is larger than {MAX_MANIFEST_BYTES} bytes"
+        doc = json.loads(manifest.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return "its checksums.json is unreadable"
+    files = doc.get("files") if isinstance(doc, dict) else None
+    if not isinstance(files, dict) or not files:
+        return "its checksums.json has no 'files' mapping"
+    out = {}
+    for rel, entry in files.items():
+        parts = Path(rel).parts
+        if not parts or Path(rel).is_absolute() or ".." in parts:
+            return f"its checksums.json lists a path outside the checkpoint: {rel[:80]!r}"
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+                and _SHA256.fullmatch(entry[0]) and isinstance(entry[1], int) and not isinstance(entry[1], bool)
+                and entry[1] >= 0):
+            return f"its checksums.json entry for {rel[:80]!r} is not [sha256, size]"
+        out[rel] = (entry[0], entry[1])
+    return out
+
+
 def verify(step_dir: Path) -> str | None:
     """None if ``step_dir`` is sealed and every listed file matches; else what is wrong."""
     manifest = step_dir / MANIFEST
     if not manifest.is_file():
         return "not sealed (no checksums.json: the run stopped before the checkpoint was complete)"
-    try:
-        files = json.loads(manifest.read_text())["files"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return "its checksums.json is unreadable"
+    files = _manifest_entries(manifest)
+    if isinstance(files, str):
+        return files
     for rel, (digest, size) in sorted(files.items()):
         p = step_dir / rel
-        if not p.is_file():
+        try:
+            st = p.lstat()
+        except OSError:
             return f"file {rel} is missing"
-        if p.stat().st_size != size:
-            return f"file {rel} has {p.stat().st_size} bytes, expected {size}"
+        if not stat.S_ISREG(st.st_mode):
+            return f"file {rel} is not a regular file"
+        if st.st_size != size:
+            return f"file {rel} has {st.st_size} bytes, expected {size}"
         if _sha256(p) != digest:
             return f"file {rel} does not match its checksum"
     return None
@@ -86,27 +128,43 @@ def _legacy(step_dir: Path) -> bool:
     return isinstance(meta, dict) and "state_format" not in meta and "model" in meta
 
 
-def select_intact(directory: str | Path, is_main: bool = True) -> int | None:
+def select_intact(directory: str | Path, is_main: bool = True, restart: bool = False) -> int | None:
     """The newest verified checkpoint step in ``directory`` (None if none). Newer checkpoints
     that fail verification are moved aside (by process 0) with a warning line each.
 
-    Raises ValueError for checkpoints of the trainer before the method redesign (not resumable)."""
+    Raises ValueError for checkpoints of the trainer before the method redesign (not resumable),
+    and :class:`UnsealedCheckpointsError` (moving nothing) when no checkpoint verifies but some
+    are only unsealed, unless ``restart`` (then they are moved aside and None is returned)."""
     directory = Path(directory)
+    checked = []
     for step, path in _step_dirs(directory):
         if not (path / MANIFEST).is_file() and _legacy(path):
             raise ValueError(f"{directory} holds checkpoints of an older version of the trainer, which cannot be "
                              f"resumed; use a new --workdir (its model/ directory, if any, is still usable)")
         problem = verify(path)
         if problem is None:
-            return step
+            break
+        checked.append((step, path, problem))
+    else:
+        unsealed = [step for step, path, _ in checked if not (path / MANIFEST).exists()]
+        if unsealed and not restart:
+            raise UnsealedCheckpointsError(
+                f"{directory} holds no resumable checkpoint: step(s) {', '.join(map(str, unsealed))} are not sealed "
+                f"(no checksums.json: the run stopped while saving, so they cannot be verified)"
+                f"{' and the others are damaged' if len(unsealed) < len(checked) else ''}; the run's progress is "
+                f"there but cannot be trusted; {RESTART_HINT} (they are moved to "
+                f"{directory.parent / 'checkpoints_rejected'}), or use a new --workdir")
+        step = None
+    for bad_step, path, problem in checked:
         if is_main:
             rejected = directory.parent / "checkpoints_rejected"
             rejected.mkdir(exist_ok=True)
-            target = rejected / f"{step}-{uuid.uuid4().hex[:6]}"
+            target = rejected / f"{bad_step}-{uuid.uuid4().hex[:6]}"
             print(f"warning: checkpoint {path} is unusable ({problem}); moved to {target}, "
-                  f"falling back to the previous one", file=sys.stderr, flush=True)
+                  f"{'falling back to the previous one' if step is not None else 'starting from step 0 (restart)'}",
+                  file=sys.stderr, flush=True)
             shutil.move(str(path), str(target))
-    return None
+    return step
 
 
 class TrainCheckpointer:

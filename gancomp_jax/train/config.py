@@ -60,6 +60,8 @@ def default_train_config() -> ml_collections.ConfigDict:
     c.log_every_steps = 50
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 3
+    c.restart = False                    # True: if no checkpoint in WORKDIR can be resumed (all unsealed or
+                                         # damaged), move them to checkpoints_rejected/ and start from step 0
     c.async_checkpointing = True
     c.sample_every_steps = 1000
     c.grid_rows = 4

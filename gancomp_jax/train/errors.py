@@ -7,3 +7,9 @@ class NonFiniteLossError(RuntimeError):
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message names the step, the last checkpoint and how to resume."""
+
+
+class TrainingDataError(ValueError):
+    """An image of the training data could not be read mid-run (bad input, printed as one
+    ``error:`` line); the message names the file, the checkpoint written at the step reached and
+    how to resume."""

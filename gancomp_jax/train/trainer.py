@@ -43,7 +43,7 @@ from gancomp_jax.models import get_preset
 from gancomp_jax.models.presets import Preset
 from gancomp_jax.train import sharding as shd
 from gancomp_jax.train.checkpointing import TrainCheckpointer, select_intact
-from gancomp_jax.train.errors import NonFiniteLossError, TrainingInterrupted
+from gancomp_jax.train.errors import NonFiniteLossError, TrainingDataError, TrainingInterrupted
 from gancomp_jax.train.metrics_writer import MetricsWriter, write_grid
 from gancomp_jax.train.networks import Networks
 from gancomp_jax.train.state import TrainState, init_state, lazy_adam
@@ -255,6 +255,17 @@ class _StopOnSigint:
             self._previous = None
 
 
+def _data_read_error(e: BaseException) -> BaseException | None:
+    """The ``data.sources.DataReadError`` behind ``e`` (reader threads may wrap it), else None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, data.sources.DataReadError):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def _load_hooks(specs: Sequence[str], config) -> list[Hook]:
     """``'package.module:factory'`` → ``factory(config)`` (an evaluation hook)."""
     hooks = []
@@ -414,7 +425,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
 
     # Checkpoints: resume or start -------------------------------------------------------------
     ckpt_dir = workdir / "checkpoints"
-    latest = select_intact(ckpt_dir, is_main)
+    latest = select_intact(ckpt_dir, is_main, restart=bool(cfg.get("restart", False)))
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("gancomp_jax:select_intact")
     meta_model = {"method": cfg.method.name, "networks": nets.description()}
@@ -543,7 +554,23 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
         while step < total:
             if stop.requested:
                 raise KeyboardInterrupt
-            batch = shd.global_batch(next(it), batch_sh)
+            try:
+                host_batch = next(it)
+            except Exception as e:  # pylint: disable=broad-exception-caught
+                bad_read = _data_read_error(e)
+                if bad_read is None:
+                    raise
+                # The state after `step` steps is complete and the pipeline has not counted the
+                # failed batch: checkpoint here so that nothing is lost, then stop.
+                if step > 0 and ckpt.latest_step() != step:
+                    ckpt.save(step, state, pipeline.get_state(), {**meta, "step": step, "kimg": step * B / 1000})
+                good = ckpt.last_good_step()
+                raise TrainingDataError(
+                    f"stopped at step {step}: {bad_read}. Last checkpoint: "
+                    f"{'step ' + str(good) if good is not None else 'none'} in {ckpt.directory}; replace the file "
+                    f"with a readable image of the same size (removing it changes the dataset, which a run cannot "
+                    f"resume with) and re-run the same command to resume") from None
+            batch = shd.global_batch(host_batch, batch_sh)
             state, metrics = run_iteration(steps, state, frozen, batch, step)
             metrics = jax.device_get(metrics)
             bad = {k: float(v) for k, v in metrics.items() if not math.isfinite(float(v))}
