@@ -25,4 +25,5 @@ def get_config():
     config.batch_size = 8
     config.grid = True
     config.force_fp32 = True        # run mixed-precision models in float32
+    config.projected_w = ""         # a projected_w.npz (key 'w', [N, num_ws, w_dim]): writes projNN.png, seeds ignored
     return config

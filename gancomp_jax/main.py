@@ -39,6 +39,8 @@ JOBS = {
     "prune": "gancomp_jax.jobs.prune",
     "evaluate": "gancomp_jax.jobs.evaluate",
     "report": "gancomp_jax.jobs.report",
+    "project": "gancomp_jax.jobs.project",
+    "style_mixing": "gancomp_jax.jobs.style_mixing",
 }
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"

@@ -65,6 +65,10 @@ def make_generate_fn(G: Generator, truncation_psi: float, truncation_cutoff: int
 
 def run(config, workdir: str) -> list[Path]:
     _validate(config)
+    if config.get("projected_w"):  # NVlabs generate.py --projected-w
+        from gancomp_jax.jobs.project import render_projected_w
+
+        return render_projected_w(config, workdir)
     seeds = parse_seeds(config.seeds)
     networks = load_generator_source(config.checkpoint, config.network)
     if config.network == "auto":
