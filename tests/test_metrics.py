@@ -275,3 +275,72 @@ def test_dataset_stats_cached(tmp_path, monkeypatch):
     np.testing.assert_array_equal(s2.get_mean_cov()[1], s1.get_mean_cov()[1])
     compute_feature_stats_for_dataset(src, det, max_items=20, batch_size=16, capture_mean_cov=True, progress=False)
     assert len(list((tmp_path / "gan-metrics").glob("*.npz"))) == 2  # options are part of the key
+
+
+def test_dataset_stats_cache_keyed_by_content_and_verified(tmp_path, monkeypatch, capsys):
+    """Images rewritten in place (same names, sizes and even mtimes) get new statistics; an
+    edited, damaged or foreign cache file is not used (warning, recomputed, rewritten)."""
+    import io as _io
+    import os
+    import zipfile
+    from PIL import Image
+    from gancomp_jax.data import ImageFolderSource
+    monkeypatch.setenv("GANCOMP_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "imgs"
+    root.mkdir()
+
+    def write(seed):
+        for k in range(6):
+            buf = _io.BytesIO()
+            Image.fromarray(np.full((16, 16, 3), (seed * 40 + k * 7) % 256, np.uint8)).save(buf, "BMP")
+            p = root / f"{k}.bmp"
+            st = p.stat() if p.exists() else None
+            p.write_bytes(buf.getvalue())  # BMP: same size whatever the pixels
+            if st is not None:
+                os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    det = _mean_pool_detector()
+    calls = []
+    counting = Detector("meanpool", lambda p, x: calls.append(1) or np.asarray(det.fn(p, x)), None,
+                        cache_key=("meanpool", 1), traceable=False)  # host callable: every call counted
+
+    def stats():
+        return compute_feature_stats_for_dataset(ImageFolderSource(root, 16), counting, batch_size=8,
+                                                 capture_mean_cov=True, progress=False).get_mean_cov()[0]
+
+    write(1)
+    m1 = stats()
+    assert len(calls) == 1
+    calls.clear()
+    np.testing.assert_array_equal(stats(), m1)
+    assert not calls  # a cache hit
+    first = set((tmp_path / "cache" / "gan-metrics").glob("*.npz"))
+    write(2)  # rewritten in place, mtimes restored
+    m2 = stats()
+    assert len(calls) == 1 and not np.allclose(m2, m1)
+    (cache_file,) = set((tmp_path / "cache" / "gan-metrics").glob("*.npz")) - first
+    # Edit the cached mean (a valid .npz, arrays changed): refused, recomputed.
+    with np.load(cache_file) as f:
+        d = {k: f[k] for k in f.files}
+    d["raw_mean"] = d["raw_mean"] * 2
+    np.savez(cache_file, **d)
+    calls.clear()
+    capsys.readouterr()
+    np.testing.assert_array_equal(stats(), m2)
+    assert len(calls) == 1 and "do not match its checksum" in capsys.readouterr().err
+    # Truncated / not an npz at all: recomputed too.
+    cache_file.write_bytes(cache_file.read_bytes()[:100])
+    calls.clear()
+    np.testing.assert_array_equal(stats(), m2)
+    assert len(calls) == 1 and "is not used" in capsys.readouterr().err
+    # A valid cache file of other statistics copied over this one: its key differs.
+    other = compute_feature_stats_for_dataset(ImageFolderSource(root, 16), counting, max_items=3, batch_size=8,
+                                              capture_mean_cov=True, progress=False)
+    assert other.num_items == 3
+    (other_file,) = set((tmp_path / "cache" / "gan-metrics").glob("*.npz")) - first - {cache_file}
+    cache_file.write_bytes(other_file.read_bytes())
+    calls.clear()
+    capsys.readouterr()
+    np.testing.assert_array_equal(stats(), m2)
+    assert len(calls) == 1 and "different dataset" in capsys.readouterr().err
+    assert zipfile.is_zipfile(cache_file)

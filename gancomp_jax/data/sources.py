@@ -44,11 +44,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 import concurrent.futures
+import hashlib
 import io
 import json
 import os
 import stat
 import threading
+import time
 from typing import Any
 import zipfile
 
@@ -64,10 +66,13 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 TFDS_IMAGE_FOLDER_EXTENSIONS = (".png", ".jpg", ".jpeg")
 CHECK_MODES = ("header", "verify", "decode")
 LABELS_FILE = "dataset.json"
-SOURCE_KINDS = ("digits", "folder", "zip", "tfds", "tfds_imagefolder")
+SOURCE_KINDS = ("digits", "folder", "zip", "tfds", "tfds_imagefolder", "teacher")
 MAX_FILE_MB = 64  # default per-image size limit (encoded bytes / declared zip member size)
 MAX_LABELS_BYTES = 128 << 20  # dataset.json size limit
 MAX_CLASSES = 1_000_000
+
+
+_DIGESTS: dict[tuple, str] = {}  # content_digest's memo: (class, file, stamp) -> sha256
 
 
 class TooLargeError(OSError):
@@ -257,6 +262,42 @@ class EncodedImageSource:
         else:
             self._labels = np.array([label_of(k) for k in self._keys], np.int64)
             self.num_classes = int(self._labels.max()) + 1
+
+    # --- identity (metric statistics cache) ---------------------------------
+    def _stamp(self, key: str) -> tuple | None:
+        """Changes whenever the bytes of ``key`` may have changed (None: do not memoise)."""
+        try:
+            st = os.stat(self._describe(key), follow_symlinks=False)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def content_digest(self, num_items: int | None = None) -> str:
+        """sha256 over the keys and file contents of the first ``num_items`` images (index order).
+
+        Every file is hashed once per process while its (inode, size, mtime, ctime) stay the
+        same; a file rewritten in place gets a new ctime, so its new bytes are hashed. As in git's
+        "racy" rule, a hash is memoised only for files changed more than 2 s before it was taken
+        (timestamps are coarser than a rewrite).
+        """
+        n = len(self) if num_items is None else min(int(num_items), len(self))
+
+        def one(key):
+            stamp = self._stamp(key)
+            memo = (type(self).__name__, self._describe(key), stamp)
+            digest = _DIGESTS.get(memo) if stamp is not None else None
+            if digest is None:
+                t0 = time.time_ns()
+                digest = hashlib.sha256(self._read(key)).hexdigest()
+                if stamp is not None and max(stamp[2], stamp[3]) < t0 - 2_000_000_000:
+                    _DIGESTS[memo] = digest
+            return digest
+
+        h = hashlib.sha256(f"{type(self).__name__}|{n}|".encode())
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            for key, digest in zip(self._keys[:n], pool.map(one, self._keys[:n])):
+                h.update(key.encode("utf-8", "surrogateescape") + b"\0" + digest.encode() + b"\n")
+        return h.hexdigest()
 
     # --- random access -------------------------------------------------------
     @property
@@ -480,6 +521,14 @@ class ZipSource(EncodedImageSource):
     def _describe(self, key: str) -> str:
         return f"{self.path}:{key}"
 
+    def _stamp(self, key: str) -> tuple | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        info = self._zip().getinfo(key)
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, info.CRC, info.file_size, key)
+
     def _read(self, key: str) -> bytes:
         info = self._zip().getinfo(key)
         if info.file_size > self.max_file_bytes:  # zipfile never decompresses past file_size
@@ -597,6 +646,12 @@ def default_data_config() -> ml_collections.ConfigDict:
             data_dir="",
             worker_count=0,
             max_file_mb=float(MAX_FILE_MB),
+            # source='teacher' (gancomp_jax.data.teacher_source; path = the teacher)
+            teacher_network="G_ema",
+            truncation_psi=1.0,
+            teacher_seed=0,
+            num_images=50000,
+            noise_mode="random",
         )
     )
 
@@ -634,6 +689,17 @@ def build_source(config: Any):
         return ImageFolderSource(need("path", path), resolution, max_file_mb=limit)
     if kind == "zip":
         return ZipSource(need("path", path), resolution, max_file_mb=limit)
+    if kind == "teacher":
+        from gancomp_jax.data.teacher_source import TeacherSource  # pylint: disable=g-import-not-at-top
+
+        if int(_get(config, "worker_count", 0) or 0) > 0:
+            raise ValueError("data source 'teacher' generates on the accelerator in the main process: "
+                             "set config.data.worker_count=0")
+        return TeacherSource(need("path", path), _get(config, "teacher_network", "G_ema") or "G_ema",
+                             num_images=int(_get(config, "num_images", 50000)),
+                             seed=int(_get(config, "teacher_seed", 0)),
+                             truncation_psi=float(_get(config, "truncation_psi", 1.0)),
+                             noise_mode=_get(config, "noise_mode", "random") or "random", resolution=resolution)
     if kind == "tfds_imagefolder":
         return TFDSImageFolderSource(need("path", path), split, resolution, max_file_mb=limit)
     if kind == "tfds":

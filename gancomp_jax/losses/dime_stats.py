@@ -18,6 +18,7 @@ import collections
 import io
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -131,41 +132,112 @@ def save_stats(path: str | os.PathLike, stats: Mapping[str, np.ndarray], writer:
     return used
 
 
-def load_stats(path: str | os.PathLike, names: list[str] | None = None) -> dict[str, np.ndarray]:
+#: Largest embedding dimension accepted when the embedders' own dimensions are not given.
+MAX_EMBEDDING_DIM = 1 << 16
+#: Largest bank (``bank_{e}``, all embeddings) read, in bytes.
+MAX_BANK_BYTES = 2 << 30
+_MOMENT = re.compile(r"^global_(.+)_(first|second)$")
+_BANK = re.compile(r"^bank_(.+)$")
+
+
+def _expected(key: str, names: Mapping[str, int | None] | None) -> tuple[str, str, int | None] | None:
+    """``(embedder, 'first'|'second'|'bank', dimension or None)`` for a key we read, None to skip it."""
+    m = _MOMENT.match(key)
+    name, what = (m[1], m[2]) if m else (None, None)
+    if m is None:
+        b = _BANK.match(key)
+        if b is None:
+            return None
+        name, what = b[1], "bank"
+    if names is not None and name not in names:
+        return None
+    return name, what, (names or {}).get(name)
+
+
+def _check_declared(path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype,
+                    names: Mapping[str, int | None] | None) -> bool:
+    """Checks one entry's declared dtype and shape (before its data is read); False: not needed."""
+    expected = _expected(key, names)
+    if expected is None:
+        return False
+    name, what, dim = expected
+    if dtype.kind != "f":
+        raise ValueError(f"{path}: entry {key!r} is not a float tensor ({dtype})")
+    limit = f"{dim} (the {name!r} embedder's dimension)" if dim else f"at most {MAX_EMBEDDING_DIM}"
+    ok_dim = (lambda d: d == dim) if dim else (lambda d: 1 <= d <= MAX_EMBEDDING_DIM)
+    if what == "bank":
+        if len(shape) != 2 or not shape[0] or not ok_dim(shape[1]):
+            raise ValueError(f"{path}: {key!r} has shape {shape}, expected [n, {limit}]")
+        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if nbytes > MAX_BANK_BYTES:
+            raise ValueError(f"{path}: {key!r} has shape {shape} ({nbytes:,} bytes), more than the limit of "
+                             f"{MAX_BANK_BYTES:,} bytes")
+    elif len(shape) != 1 or not ok_dim(shape[0]):
+        raise ValueError(f"{path}: {key!r} has shape {shape}, expected [{limit}]")
+    return True
+
+
+def load_stats(path: str | os.PathLike, names: list[str] | Mapping[str, int | None] | None = None
+               ) -> dict[str, np.ndarray]:
     """Reads a global-statistics file (released ``.pt`` via the restricted unpickler, or ``.npz``).
 
     Args:
-      names: embedder names whose ``global_{name}_{first,second}`` must be present.
+      names: embedder names whose ``global_{name}_{first,second}`` must be present, or a mapping
+        ``name -> embedding dimension`` (None: unknown) that the entries must match. Given,
+        entries of other embedders are not read.
+
+    Every entry's dtype and shape are checked before its data is read (``.npz``: from the
+    ``.npy`` headers, decompressing at most the bytes those imply; ``.pt``: the reader's
+    allocation limit is what the expected entries need): moments ``[d]`` and banks ``[n, d]``
+    with ``d`` the embedder's dimension (at most :data:`MAX_EMBEDDING_DIM` when unknown), banks
+    at most :data:`MAX_BANK_BYTES`. Values must be finite and second moments non-negative.
 
     Raises:
-      FileNotFoundError, ValueError (not a dict of arrays, missing keys, bad shapes).
+      FileNotFoundError, ValueError (not a dict of arrays, missing keys, bad shapes or values).
     """
+    from gancomp_jax.io.safe_files import check_finite, read_npz, require_regular_file
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"global statistics file {path} does not exist")
+    require_regular_file(path, "global statistics file")
+    if names is not None and not isinstance(names, Mapping):
+        names = {n: None for n in names}
     if path.suffix == ".npz":
-        with np.load(path) as z:
-            data = {k: z[k] for k in z.files}
+        data = read_npz(path, lambda key, h: _check_declared(path, key, h.shape, h.dtype, names),
+                        "global statistics file", max_bytes=MAX_BANK_BYTES + (64 << 20))
     else:
         from gancomp_jax.io import load_torch_file
-        data = load_torch_file(path)
-        if not isinstance(data, Mapping):
-            raise ValueError(f"{path}: expected a dict of tensors, got {type(data).__name__}")
-    out = {}
-    for k, v in data.items():
-        arr = np.asarray(v)
-        if arr.dtype.kind != "f":
-            raise ValueError(f"{path}: entry {k!r} is not a float tensor ({arr.dtype})")
-        out[str(k)] = arr.astype(np.float32)
+        from gancomp_jax.io.torch_pickle import CheckpointFormatError
+
+        dims = [d or MAX_EMBEDDING_DIM for d in (names or {}).values()] or [MAX_EMBEDDING_DIM] * 4
+        need = (sum(2 * d * 8 for d in dims) + MAX_BANK_BYTES) + (1 << 20)
+        try:
+            loaded = load_torch_file(path, max_alloc=min(need, 4 << 30))
+        except CheckpointFormatError as e:
+            raise ValueError(f"global statistics file {e}" if str(e).startswith(str(path)) else str(e)) from None
+        if not isinstance(loaded, Mapping):
+            raise ValueError(f"{path}: expected a dict of tensors, got {type(loaded).__name__}")
+        data = {}
+        for k, v in loaded.items():
+            arr = np.asarray(v) if isinstance(v, np.ndarray) else None
+            if arr is None:
+                if _expected(str(k), names) is not None:
+                    raise ValueError(f"{path}: entry {k!r} is not a tensor ({type(v).__name__})")
+                continue
+            if _check_declared(path, str(k), tuple(arr.shape), arr.dtype, names):
+                data[str(k)] = arr
+    out = {k: np.asarray(v, np.float32) for k, v in data.items()}
+    check_finite(out, str(path))
     for name in names or ():
         for m in MOMENT_KEYS:
             key = f"global_{name}_{m}"
             if key not in out:
                 raise ValueError(f"{path}: key {key!r} missing (have {sorted(out)})")
-            if out[key].ndim != 1:
-                raise ValueError(f"{path}: {key!r} must be 1-D, got shape {out[key].shape}")
         if out[f"global_{name}_first"].shape != out[f"global_{name}_second"].shape:
             raise ValueError(f"{path}: first and second moments of {name!r} differ in shape")
+        if (out[f"global_{name}_second"] < 0).any():
+            raise ValueError(f"{path}: 'global_{name}_second' (E[f^2]) holds negative values")
     return out
 
 

@@ -110,8 +110,17 @@ def _frozen_module(name: str, source: str, params: Any, apply_fn: Callable) -> N
                        init=(lambda p: (lambda key: {"params": p}))(params))
 
 
-def feature_networks(m) -> dict[str, NetworkSpec]:
-    """The frozen parser / LPIPS / VGG roles the KD terms need."""
+def feature_dtype(env) -> Any:
+    """bfloat16 when the run uses mixed precision (``config.model.mixed_precision`` gives the
+    preset ``num_mixed_res > 0``), else float32: the compute dtype of frozen feature networks
+    (their parameters stay float32, their outputs are float32)."""
+    g = getattr(getattr(env, "model", None), "generator", None)
+    return jnp.bfloat16 if g is not None and int(g.num_mixed_res) > 0 else jnp.float32
+
+
+def feature_networks(m, dtype: Any = jnp.float32) -> dict[str, NetworkSpec]:
+    """The frozen parser / LPIPS / VGG roles the KD terms need (LPIPS / VGG computed in
+    ``dtype``; the face parser's mask always in float32)."""
     from gancomp_jax import nets
 
     out = {}
@@ -123,14 +132,14 @@ def feature_networks(m) -> dict[str, NetworkSpec]:
         out["P"] = _frozen_module("bisenet", m.face_parser, params, lambda p, img: face_mask(
             p, img, resize_back="bilinear", quantize=False, parse_size=ps))
     if m.kd_percept_mode == "LPIPS":
-        net = nets.load("lpips_vgg", m.lpips_vgg, lin_path=m.lpips_lin or None)
+        net = nets.load("lpips_vgg", m.lpips_vgg, lin_path=m.lpips_lin or None, dtype=dtype)
         out["LPIPS"] = _frozen_module("lpips_vgg", m.lpips_vgg, net.params, net.apply)
     elif m.kd_percept_mode == "VGG":
         from gancomp_jax.nets.vgg_lpips import vgg16_apply
 
         net = nets.load("vgg16", m.vgg16, preprocess="none", classifier=False)
         out["VGG"] = _frozen_module("vgg16", m.vgg16, net.params, lambda p, x: vgg16_apply(
-            p, (x + 1.0) / 2.0, preprocess="none", classifier=False))
+            p, (x + 1.0) / 2.0, preprocess="none", classifier=False, dtype=dtype))
     return out
 
 
@@ -180,7 +189,7 @@ def make_kd_terms(m):
     return kd
 
 
-def base_networks(m) -> dict[str, NetworkSpec]:
+def base_networks(m, dtype: Any = jnp.float32) -> dict[str, NetworkSpec]:
     """G_T, G_S, D_S (+ parser / LPIPS / VGG) of a CAGC-style distillation."""
     stored_config(m.teacher, m.teacher_g_name, "config.method.teacher")
     d_t_cfg = stored_config(m.teacher, m.teacher_d_name, "config.method.teacher")
@@ -197,7 +206,7 @@ def base_networks(m) -> dict[str, NetworkSpec]:
     else:
         stored_config(m.student, "D", "config.method.student")
         networks["D_S"] = NetworkSpec("discriminator", None, source=m.student, source_name="D", export="D")
-    networks.update(feature_networks(m))
+    networks.update(feature_networks(m, dtype))
     return networks
 
 
@@ -273,7 +282,7 @@ def g_adversarial(ctx: Context, s):
 def build(config, env: BuildEnv) -> Method:
     resolve(config)
     m = config.method
-    networks = base_networks(m)
+    networks = base_networks(m, feature_dtype(env))
     kd = make_kd_terms(m)
 
     def g_main(ctx: Context):

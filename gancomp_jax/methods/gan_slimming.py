@@ -100,7 +100,7 @@ def resolve(config) -> None:
 def build(config, env: BuildEnv) -> Method:
     resolve(config)
     m = config.method
-    networks = cagc.base_networks(m)
+    networks = cagc.base_networks(m, cagc.feature_dtype(env))
     kd = cagc.make_kd_terms(m)
     sparse = bool(m.sparse_loss)
     eta = float(m.sparsity_eta)

@@ -71,7 +71,7 @@ def build(config, env: BuildEnv) -> Method:
     m = config.method
     from gancomp_jax.methods._distil_common import stored_config
 
-    networks = cagc.base_networks(m)
+    networks = cagc.base_networks(m, cagc.feature_dtype(env))
     R = stored_config(m.teacher, m.teacher_g_name, "config.method.teacher").img_resolution
     base, n_blocks = int(m.ebm_channels) // 2, int(m.ebm_blocks)
     if base < 1 or n_blocks < 0:

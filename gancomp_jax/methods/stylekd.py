@@ -174,7 +174,7 @@ def build(config, env: BuildEnv) -> Method:
     from gancomp_jax import checkpoints
     from gancomp_jax.methods._distil_common import stored_config
 
-    networks = cagc.base_networks(m)
+    networks = cagc.base_networks(m, cagc.feature_dtype(env))
     if m.mapping_from_teacher:
         _check_mapping(m)
     g_t_cfg = stored_config(m.teacher, m.teacher_g_name, "config.method.teacher")

@@ -233,11 +233,14 @@ def dataset_batches(source, detector: Detector, num_items: int, batch_size: int 
             bar.close()
 
 
-def dataset_identity(source, dataset_name: str | None = None) -> tuple[str, dict]:
-    """(name, JSON-able description) of a data source for the statistics cache."""
+def dataset_identity(source, dataset_name: str | None = None, num_items: int | None = None) -> tuple[str, dict]:
+    """(name, JSON-able description) of a data source for the statistics cache; sources of files
+    add the sha256 of the contents of their first ``num_items`` images (``content_digest``)."""
     from gancomp_jax.metrics.stats_cache import file_fingerprint
     desc = {"class": type(source).__name__, "len": len(source),
             "resolution": getattr(source, "resolution", None)}
+    if hasattr(source, "content_digest"):
+        desc["content_sha256"] = source.content_digest(num_items)
     for attr in ("path", "location", "root", "directory", "name", "split", "tint"):
         if hasattr(source, attr):
             v = getattr(source, attr)
@@ -253,25 +256,28 @@ def compute_feature_stats_for_dataset(source, detector: Detector, max_items: int
                                       progress: bool = True) -> FeatureStats:
     """Detector statistics of the first ``max_items`` dataset images (all if None), cached.
 
-    The cache key covers the dataset (class, length, resolution, file path/size/mtime), the
-    detector (``detector.cache_key``) and the statistics options, like NVlabs.
+    The cache key covers the dataset (class, length, resolution, file path/size/mtime and, for
+    sources of files, the sha256 of the images' contents), the detector (``detector.cache_key``)
+    and the statistics options; a cache file is used only if it verifies (see ``stats_cache``).
     """
     num_items = len(source) if max_items is None else min(len(source), int(max_items))
     if num_items < 1:
         raise ValueError("the dataset is empty")
     path = None
     if cache:
-        name, desc = dataset_identity(source, dataset_name)
+        name, desc = dataset_identity(source, dataset_name, num_items)
         options = dict(dataset=repr(sorted(desc.items())), detector=repr(detector.cache_key),
                        stats=repr(dict(capture_all=capture_all, capture_mean_cov=capture_mean_cov,
                                        max_items=num_items)))
         path = cache_path(name, detector.name, options)
-        if path.is_file():
-            return FeatureStats.load(path)
+        key = repr(sorted(options.items()))
+        cached = FeatureStats.load_cached(path, key)
+        if cached is not None:
+            return cached
     stats = FeatureStats(capture_all=capture_all, capture_mean_cov=capture_mean_cov, max_items=num_items)
     for feats in dataset_batches(source, detector, num_items, batch_size, mesh,
                                  desc=f"dataset {detector.name}", progress=progress):
         stats.append(feats)
     if path is not None:
-        stats.save(path)
+        stats.save(path, key)
     return stats

@@ -11,12 +11,21 @@ Dataset statistics are cached like NVlabs' ``~/.cache/dnnlib/gan-metrics``: one 
 (dataset, detector, options), named ``{dataset}-{detector}-{md5 of the sorted options}.npz``
 under ``$GANCOMP_CACHE_DIR/gan-metrics`` (default ``~/.cache/gancomp_jax/gan-metrics``).
 Files are written atomically (temporary file + rename) and hold plain arrays (no pickle).
+
+Unlike NVlabs (which keys by the dataset's path), the dataset part of the key covers the
+*contents* of the images used (:meth:`EncodedImageSource.content_digest`: sha256 of every
+file), so images rewritten in place never give stale statistics. A cache file also stores its
+own key and a sha256 of its arrays; :meth:`FeatureStats.load_cached` reads it through
+:func:`gancomp_jax.io.safe_files.read_npz` (headers checked before any data) and accepts it
+only if the checksum, the key, the shapes and the finiteness all hold — otherwise it warns and
+the statistics are recomputed (and the file rewritten).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import uuid
 from pathlib import Path
 from typing import Any, Mapping
@@ -107,8 +116,9 @@ class FeatureStats:
         return mean, cov
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike) -> None:
-        """Writes the statistics to ``path`` (``.npz``) atomically."""
+    def save(self, path: str | os.PathLike, key: str | None = None) -> None:
+        """Writes the statistics to ``path`` (``.npz``) atomically, with ``key`` (the cache key
+        it answers, if any) and a sha256 of the arrays (see :meth:`load_cached`)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = dict(capture_all=self.capture_all, capture_mean_cov=self.capture_mean_cov,
@@ -119,6 +129,9 @@ class FeatureStats:
             arrays.update(raw_mean=self.raw_mean, raw_cov=self.raw_cov)
         if self.capture_all and self.num_features is not None:
             arrays.update(all_features=self.get_all())
+        if key is not None:
+            arrays["key"] = _digest_array(hashlib.sha256(str(key).encode()).digest())
+        arrays["checksum"] = _digest_array(_arrays_digest(arrays))
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.npz")
         try:
             np.savez(tmp, **arrays)
@@ -152,6 +165,88 @@ class FeatureStats:
         if "all_features" in d:
             s.all_features = [d["all_features"].astype(np.float32)]
         return s
+
+
+    @staticmethod
+    def load_cached(path: str | os.PathLike, key: str, max_bytes: int = 4 << 30) -> "FeatureStats | None":
+        """The statistics cached in ``path`` for ``key``, or None (with a warning on stderr when
+        the file exists but is damaged, edited, for another key or inconsistent)."""
+        path = Path(path)
+        if not path.exists():
+            return None
+        from gancomp_jax.io.safe_files import read_npz  # pylint: disable=import-outside-toplevel
+
+        def check(name, header):
+            if name not in _CACHE_MEMBERS:
+                raise ValueError(f"unexpected member {name!r}")
+            dims = 0 if name in _SCALARS else 1 if name in ("raw_mean", "key", "checksum") else 2
+            if len(header.shape) != dims:
+                raise ValueError(f"member {name!r} has shape {header.shape}")
+            return True
+
+        try:
+            d = read_npz(path, check, "metric statistics cache", max_bytes=max_bytes)
+            d = {k: v.reshape(()) if k in _SCALARS else v for k, v in d.items()}
+            problem = _cache_problem(d, key)
+        except Exception as e:  # pylint: disable=broad-exception-caught  (damaged: recompute)
+            problem = f"unreadable ({type(e).__name__}: {e})"
+        if problem:
+            print(f"warning: metric statistics cache {path} is not used ({problem}); recomputing",
+                  file=sys.stderr, flush=True)
+            return None
+        max_items = int(d["max_items"])
+        s = FeatureStats(bool(d["capture_all"]), bool(d["capture_mean_cov"]), None if max_items < 0 else max_items)
+        if int(d["num_features"]) >= 0:
+            s.set_num_features(int(d["num_features"]))
+        s.num_items = int(d["num_items"])
+        if "raw_mean" in d:
+            s.raw_mean, s.raw_cov = d["raw_mean"].astype(np.float64), d["raw_cov"].astype(np.float64)
+        if "all_features" in d:
+            s.all_features = [d["all_features"].astype(np.float32)]
+        return s
+
+
+_SCALARS = ("capture_all", "capture_mean_cov", "max_items", "num_items", "num_features")
+_CACHE_MEMBERS = _SCALARS + ("key", "checksum", "raw_mean", "raw_cov", "all_features")
+
+
+def _digest_array(digest: bytes) -> np.ndarray:
+    return np.frombuffer(digest, np.uint8).copy()
+
+
+def _arrays_digest(arrays: Mapping[str, Any]) -> bytes:
+    """sha256 over every member but ``checksum``: name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        if name == "checksum":
+            continue
+        a = np.ascontiguousarray(np.asarray(arrays[name]))
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.digest()
+
+
+def _cache_problem(d: Mapping[str, np.ndarray], key: str) -> str | None:
+    """What is wrong with the members ``d`` of a cache file meant for ``key`` (None: usable)."""
+    missing = sorted(set(_SCALARS + ("key", "checksum")) - set(d))
+    if missing:
+        return f"missing {missing} (written by an older version, or not a cache file)"
+    if d["checksum"].tobytes() != _arrays_digest(d):
+        return "its arrays do not match its checksum: the file was edited or damaged"
+    if d["key"].tobytes() != hashlib.sha256(key.encode()).digest():
+        return "it was written for a different dataset, detector or options"
+    n, nf = int(d["num_items"]), int(d["num_features"])
+    if n < 1 or nf < 1:
+        return f"num_items={n}, num_features={nf}"
+    if bool(d["capture_mean_cov"]) and (d.get("raw_mean") is None or d["raw_mean"].shape != (nf,)
+                                        or d.get("raw_cov") is None or d["raw_cov"].shape != (nf, nf)):
+        return "mean/covariance sums missing or of the wrong shape"
+    if bool(d["capture_all"]) and (d.get("all_features") is None or d["all_features"].shape != (n, nf)):
+        return "feature vectors missing or of the wrong shape"
+    for name in ("raw_mean", "raw_cov", "all_features"):
+        if name in d and not np.all(np.isfinite(d[name])):
+            return f"{name} holds NaN or Inf"
+    return None
 
 
 def cache_dir() -> Path:

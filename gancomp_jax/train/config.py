@@ -55,7 +55,8 @@ def default_train_config() -> ml_collections.ConfigDict:
     c.coordinator_address = ""           # host:port of process 0 ('' : auto-detect on TPU/SLURM)
     c.num_processes = 1
     c.process_id = 0
-    c.compilation_cache_dir = ""         # persistent XLA compilation cache
+    c.compilation_cache_dir = "auto"     # persistent XLA compilation cache: auto (WORKDIR/xla_cache) | none | PATH
+    c.matmul_precision = "default"      # float32 matmuls: default (TPU: bf16 passes, GPU: TF32) | high | highest
 
     c.log_every_steps = 50
     c.checkpoint_every_steps = 1000

@@ -17,6 +17,7 @@ resuming from ``WORKDIR/checkpoints`` when they exist. What ends up in WORKDIR::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -197,15 +198,41 @@ def resolve_config(config: ml_collections.ConfigDict) -> Resolved:
     return Resolved(config, g_cfg, d_cfg, int(config.total_steps), n_dev, shards, module)
 
 
-def _setup_runtime(config) -> None:
+MATMUL_PRECISIONS = ("default", "high", "highest")
+
+
+def matmul_precision(config):
+    """The context of ``config.matmul_precision`` (``default``: the backend's own — bfloat16 passes
+    for float32 matmuls on TPU, TF32 on NVIDIA GPUs; ``high``: 3 bfloat16 passes / TF32;
+    ``highest``: full float32). Raises ValueError naming the key for other values."""
+    p = str(config.get("matmul_precision", "default") or "default")
+    if p not in MATMUL_PRECISIONS:
+        raise ValueError(f"config.matmul_precision={p!r} must be one of {MATMUL_PRECISIONS}")
+    return contextlib.nullcontext() if p == "default" else jax.default_matmul_precision(p)
+
+
+def compilation_cache_dir(config, workdir: Path) -> str | None:
+    """Where the persistent XLA compilation cache goes: ``config.compilation_cache_dir`` (a path,
+    also ``gs://``), ``'auto'`` (default: ``WORKDIR/xla_cache``, unless the process already has a
+    cache, e.g. from ``JAX_COMPILATION_CACHE_DIR``) or ``'none'``."""
+    c = str(config.get("compilation_cache_dir", "auto") or "auto")
+    if c == "none":
+        return None
+    if c == "auto":
+        return None if jax.config.jax_compilation_cache_dir else str(workdir / "xla_cache")
+    return c
+
+
+def _setup_runtime(config, workdir: Path) -> None:
     if config.get("distributed") and not jax.distributed.is_initialized():
         kwargs = {}
         if config.get("coordinator_address"):  # else: auto-detected (TPU pods, SLURM, ...)
             kwargs = dict(coordinator_address=config.coordinator_address,
                           num_processes=int(config.num_processes), process_id=int(config.process_id))
         jax.distributed.initialize(**kwargs)
-    if config.get("compilation_cache_dir"):
-        jax.config.update("jax_compilation_cache_dir", str(config.compilation_cache_dir))
+    cache = compilation_cache_dir(config, workdir)
+    if cache:
+        jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
@@ -373,7 +400,7 @@ def prepare(r: Resolved) -> Prepared:
     env = BuildEnv(batch_size=int(cfg.batch_size), num_devices=r.mesh_devices, mbstd_num_shards=r.mbstd_num_shards,
                    model=Preset(r.g_cfg, r.d_cfg, {}))
     method = r.method_module.build(cfg, env)
-    nets = Networks(method, r.mbstd_num_shards)
+    nets = Networks(method, r.mbstd_num_shards, mixed_precision=bool(cfg.model.get("mixed_precision", False)))
     txs = {role: lazy_adam(o.lr, tuple(o.betas), o.eps, method.reg_interval(role))
            for role, o in method.optimizers.items()}
     return Prepared(method, nets, txs, env, int(cfg.seed))
@@ -389,7 +416,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, hooks: Sequenc
     workdir = Path(workdir).absolute()
     created = not workdir.exists()
     try:
-        return _train(config, workdir, hooks)
+        with matmul_precision(config):
+            return _train(config, workdir, hooks)
     except (ValueError, FileNotFoundError):
         # A failure on the inputs: leave no empty run directory behind.
         if created and workdir.is_dir() and not any((workdir / "checkpoints").glob("[0-9]*")) \
@@ -399,7 +427,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, hooks: Sequenc
 
 
 def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hook]) -> TrainResult:
-    _setup_runtime(config)
+    _setup_runtime(config, workdir)
     r = resolve_config(config)
     cfg = r.config
     is_main = jax.process_index() == 0
@@ -508,7 +536,8 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
         networks = exported_networks(method, nets, host, jax.device_get(frozen))
         scalars: dict[str, float] = {}
         for hook in hooks:
-            scalars.update({f"Eval/{k}": float(v) for k, v in dict(hook(step, networks)).items()})
+            with jax.default_matmul_precision("highest"):  # metrics at full float32 precision
+                scalars.update({f"Eval/{k}": float(v) for k, v in dict(hook(step, networks)).items()})
         eval_history.append({"step": step, **scalars})
         writer.scalars(step, scalars)
         key = cfg.eval.best_metric and (cfg.eval.best_metric if cfg.eval.best_metric.startswith("Eval/")
