@@ -1,0 +1,29 @@
+"""StableHLO export of a deployable forward function through ``jax.export``.
+
+Writes the serialized :class:`jax.export.Exported` (weights embedded as constants). It is
+reloaded with ``jax.export.deserialize(bytearray(data))`` and called as ``exp.call(z, ...)``
+with JAX alone. The batch dimension is symbolic (``N``) unless a fixed batch is asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+
+from gancomp_jax.deploy.forward import InputSpec
+
+BATCH_DIM = "N"
+PLATFORMS = ("cpu", "cuda", "tpu")
+
+
+def export_stablehlo(fn: Callable, specs: Sequence[InputSpec], path: str | Path, batch: int | None,
+                     platforms: Sequence[str] = PLATFORMS) -> jax.export.Exported:
+    """Serializes ``jax.export.export(jax.jit(fn))`` for ``specs`` to ``path``; returns the Exported."""
+    n = jax.export.symbolic_shape(BATCH_DIM)[0] if batch is None else int(batch)
+    args = [jax.ShapeDtypeStruct(tuple(n if d is None else d for d in s.shape), np.dtype(s.dtype)) for s in specs]
+    exported = jax.export.export(jax.jit(fn), platforms=tuple(platforms))(*args)
+    Path(path).write_bytes(exported.serialize())
+    return exported
