@@ -164,9 +164,9 @@ def load_model(directory: str | os.PathLike, names: list[str] | tuple[str, ...] 
 def pick_generator(networks: Mapping[str, Network]) -> tuple[str, Network]:
     """The generator to sample from: ``G_ema`` if present, else ``G``, else the only generator."""
     for name in ("G_ema", "G"):
-        if name in networks and networks[name].kind == "generator":
+        if name in networks and networks[name].kind in registry.GENERATOR_KINDS:
             return name, networks[name]
-    gens = [(n, v) for n, v in networks.items() if v.kind == "generator"]
+    gens = [(n, v) for n, v in networks.items() if v.kind in registry.GENERATOR_KINDS]
     if len(gens) == 1:
         return gens[0]
     raise ValueError(f"cannot choose a generator among {list(networks)}")

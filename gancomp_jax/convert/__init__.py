@@ -41,7 +41,8 @@ __all__ = [
 NETWORK_NAMES = ("G_ema", "G", "D")
 ROSINALITY_KEYS = {"G_ema": "g_ema", "G": "g", "D": "d"}
 FORMATS = {"nvlabs-pkl": "NVlabs stylegan2-ada-pytorch network pickle",
-           "rosinality-pt": "rosinality stylegan2-pytorch checkpoint"}
+           "rosinality-pt": "rosinality stylegan2-pytorch checkpoint",
+           "biggan-pytorch": "BigGAN-PyTorch state dict (G.pth / G_ema.pth / D.pth)"}
 _ALIASES = {v: k for k, v in ROSINALITY_KEYS.items()}
 _NEITHER = ("is neither an NVlabs network pickle (.pkl) nor a rosinality checkpoint (.pt)")
 
@@ -187,11 +188,20 @@ def import_torch(path: str | os.PathLike, which: str | Iterable[str] | None = No
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir():
+        from gancomp_jax.convert.biggan_import import import_biggan, is_biggan_dir  # BigGAN weights folder
+        if is_biggan_dir(path):
+            return import_biggan(path, which, max_alloc)
         raise UnrecognizedFileError(f"{path} is a directory, not a .pkl/.pt file")
     t0 = time.perf_counter()
     if reader not in READERS:
         raise ConversionError(f"unknown reader {reader!r}: choose from {', '.join(READERS)}")
-    fmt, data = _load(path, reader, max_alloc)
+    try:
+        fmt, data = _load(path, reader, max_alloc)
+    except UnrecognizedFileError:
+        from gancomp_jax.convert.biggan_import import import_biggan, is_biggan_file  # BigGAN-PyTorch .pth
+        if is_biggan_file(path, max_alloc):
+            return import_biggan(path, which, max_alloc)
+        raise
     t1 = time.perf_counter()
     # the converters import JAX: only once the file has been read (bad files fail fast)
     from gancomp_jax.convert.nvlabs import convert_nvlabs_record

@@ -14,7 +14,21 @@ def _widths(values) -> str:
     return " ".join(str(v) for v in values)
 
 
+def _biggan_lines(name: str, facts: dict[str, Any]) -> list[str]:
+    cfg = facts["config"]
+    head = f"  {name:<6} {facts['kind']:<20} {facts['num_params']:>12,} params  {cfg['resolution']}px"
+    att = _widths(cfg["attention"]) or "none"
+    if facts["kind"] == "biggan_generator":
+        return [f"{head}  z {cfg['dim_z']}  shared {cfg['shared_dim']}  hier {cfg['hier']}  "
+                f"classes {cfg['n_classes']}  attention {att}  mybn {cfg['mybn']}",
+                f"         widths (linear, block outputs): {_widths(cfg['channels'])}"]
+    return [f"{head}  classes {cfg['n_classes']}  attention {att}",
+            f"         widths (block outputs): {_widths(cfg['channels'])}"]
+
+
 def _network_lines(name: str, facts: dict[str, Any]) -> list[str]:
+    if str(facts.get("kind", "")).startswith("biggan"):
+        return _biggan_lines(name, facts)
     cfg = facts["config"]
     clamp = cfg.get("conv_clamp")
     clamp = "none" if clamp is None else f"{clamp:g}"

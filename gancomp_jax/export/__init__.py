@@ -49,6 +49,7 @@ def export_model(model: str | os.PathLike, out_dir: str | os.PathLike, which: li
     when the input is bad or ``out_dir`` exists (unless ``overwrite``).
     """
     from gancomp_jax import checkpoints
+    from gancomp_jax.utils.atomic_dir import check_output_dir, write_marker, writing_dir
     from gancomp_jax.export.nvlabs_safetensors import save_nvlabs_safetensors
     from gancomp_jax.export.rosinality import (discriminator_to_rosinality, generator_to_rosinality,
                                                rosinality_compat_warnings, rosinality_d_warnings,
@@ -58,14 +59,16 @@ def export_model(model: str | os.PathLike, out_dir: str | os.PathLike, which: li
     bad = [f for f in formats if f not in ("rosinality", "safetensors")]
     if bad or not formats:
         raise ValueError(f"unknown export format(s) {bad or formats}: choose rosinality and/or safetensors")
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} already exists; pass overwrite=True (--overwrite) to replace its files")
+    check_output_dir(out_dir, (model,), overwrite)  # before reading: only an earlier export of ours is replaced
     networks = dict(checkpoints.load_any(model))
     names = list(networks) if which is None else list(which)
     missing = [n for n in names if n not in networks]
     if missing:
         raise ValueError(f"{model}: network(s) {missing} not in the model (found: {list(networks)})")
     networks = {n: networks[n] for n in names}
+    if any(net.kind.startswith("biggan") for net in networks.values()):  # BigGAN: BigGAN-PyTorch's layout
+        from gancomp_jax.export.biggan import export_biggan
+        return export_biggan(model, out_dir, networks, writer=writer, overwrite=overwrite)
 
     warnings: list[str] = []
     ros: dict[str, Any] = {}
@@ -93,21 +96,24 @@ def export_model(model: str | os.PathLike, out_dir: str | os.PathLike, which: li
                                 f"rosinality form; left out of {ROSINALITY_FILE}")
         ros = {k: ros[k] for k in ("g", "d", "g_ema", "latent_avg") if k in ros}
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, Any] = {}
-    if ros:
-        path = out_dir / ROSINALITY_FILE
-        used = save_rosinality_pt(path, ros, writer=writer)
-        files[ROSINALITY_FILE] = dict(format="rosinality-pt", writer=used,
-                                      networks=[k for k in ros if k != "latent_avg"], sha256=_sha256(path))
-    if "safetensors" in formats:
-        for name, net in networks.items():
-            path = out_dir / f"{name}.nvlabs.safetensors"
-            save_nvlabs_safetensors(path, net, name, extra_metadata={"source": str(model)})
-            files[path.name] = dict(format="nvlabs-safetensors", network=name, sha256=_sha256(path))
     summary = dict(
         source=str(model), files=files, warnings=warnings,
         networks={n: dict(kind=net.kind, widths=list(net.config.channels),
                           img_resolution=net.config.img_resolution) for n, net in networks.items()})
-    (out_dir / "export.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    # Everything is written into a temporary folder beside out_dir that is moved into place when
+    # complete: a killed export leaves no half-written out_dir (the next run removes the temporary).
+    with writing_dir(out_dir, (model,)) as tmp:
+        write_marker(tmp, "export_pt")
+        if ros:
+            used = save_rosinality_pt(tmp / ROSINALITY_FILE, ros, writer=writer)
+            files[ROSINALITY_FILE] = dict(format="rosinality-pt", writer=used,
+                                          networks=[k for k in ros if k != "latent_avg"],
+                                          sha256=_sha256(tmp / ROSINALITY_FILE))
+        if "safetensors" in formats:
+            for name, net in networks.items():
+                path = tmp / f"{name}.nvlabs.safetensors"
+                save_nvlabs_safetensors(path, net, name, extra_metadata={"source": str(model)})
+                files[path.name] = dict(format="nvlabs-safetensors", network=name, sha256=_sha256(path))
+        (tmp / "export.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     return summary

@@ -1,7 +1,9 @@
 """Network construction by kind: the flax module, fresh variables and their shapes.
 
-``kind`` is ``'generator'`` or ``'discriminator'`` (the StyleGAN2 networks); model checkpoints
-(``gancomp_jax.checkpoints``), the converter and the trainer build networks through here.
+``kind`` is ``'generator'`` or ``'discriminator'`` (the StyleGAN2 networks) or
+``'biggan_generator'`` / ``'biggan_discriminator'`` (:mod:`gancomp_jax.models.biggan`, imported
+only when a BigGAN kind is first used); model checkpoints (``gancomp_jax.checkpoints``), the
+converter and the trainer build networks through here.
 """
 
 from __future__ import annotations
@@ -15,8 +17,41 @@ from gancomp_jax.models.config import DiscriminatorConfig, GeneratorConfig
 from gancomp_jax.models.discriminator import Discriminator
 from gancomp_jax.models.generator import Generator
 
+GENERATOR_KINDS = ("generator", "biggan_generator")
+DISCRIMINATOR_KINDS = ("discriminator", "biggan_discriminator")
+
+
+def _biggan(kind: str):
+    from gancomp_jax.models import biggan  # the family is imported only when used
+    if kind == "biggan_generator":
+        return biggan.BigGANGeneratorConfig, biggan.BigGANGenerator
+    return biggan.BigGANDiscriminatorConfig, biggan.BigGANDiscriminator
+
+
+class _Kinds(dict):
+    """kind -> (config class, module class); BigGAN entries resolve on first lookup."""
+
+    _LAZY = {"biggan_generator": _biggan, "biggan_discriminator": _biggan}
+
+    def __contains__(self, kind) -> bool:
+        return dict.__contains__(self, kind) or kind in self._LAZY
+
+    def __missing__(self, kind):
+        if kind not in self._LAZY:
+            raise KeyError(kind)
+        value = self._LAZY[kind](kind)
+        self[kind] = value
+        return value
+
+    def __iter__(self):
+        return iter(sorted(set(dict.keys(self)) | set(self._LAZY)))
+
+    def keys(self):
+        return list(iter(self))
+
+
 # kind -> (config class, module class)
-KINDS = {"generator": (GeneratorConfig, Generator), "discriminator": (DiscriminatorConfig, Discriminator)}
+KINDS = _Kinds({"generator": (GeneratorConfig, Generator), "discriminator": (DiscriminatorConfig, Discriminator)})
 
 
 def make_module(kind: str, config, **kwargs):
@@ -27,6 +62,11 @@ def make_module(kind: str, config, **kwargs):
 
 
 def _dummy_inputs(kind: str, config):
+    if kind == "biggan_generator":
+        return (jnp.zeros((2, config.z_dim)), jnp.zeros((2,), jnp.int32)), {}
+    if kind == "biggan_discriminator":
+        return (jnp.zeros((1, config.resolution, config.resolution, config.img_channels)),
+                jnp.zeros((1,), jnp.int32)), {}
     c = jnp.zeros((1, config.c_dim)) if config.c_dim else None
     if kind == "generator":
         return (jnp.zeros((1, config.z_dim)), c), {"noise_mode": "const"}
@@ -35,7 +75,8 @@ def _dummy_inputs(kind: str, config):
 
 
 def init_variables(kind: str, config, key: jax.Array) -> dict[str, Any]:
-    """Freshly initialised variables (NVlabs initialisation): ``{'params', ['buffers']}``."""
+    """Freshly initialised variables (NVlabs initialisation; BigGAN: orthogonal, as released):
+    ``{'params', ['buffers']}``."""
     args, kw = _dummy_inputs(kind, config)
     return dict(make_module(kind, config).init({"params": key}, *args, **kw))
 
