@@ -153,7 +153,7 @@ def reference():
 @pytest.fixture(scope="module")
 def converted(reference):
     state = {k: v.numpy() for k, v in reference.state_dict().items()}
-    return clip_resnet.convert_clip_rn50_state(state, "<reference>")
+    return clip_resnet.convert_clip_rn50_state(state, "<reference>", architecture="custom")
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +266,7 @@ def test_torchscript_archive_layout(rn50_archive):
 
 
 def test_load_openai_torchscript_archive(rn50_archive, reference, converted, jitted):
-    net = clip_resnet.load_clip_rn50(rn50_archive)
+    net = clip_resnet.load_clip_rn50(rn50_archive, architecture="custom")
     x = _images()
     _assert_close(jitted(net.params, jnp.asarray(x)), _torch_out(_half_rounded(reference), x))
 
@@ -303,15 +303,15 @@ def test_load_other_layouts(layout, tmp_path, reference, jitted):
     else:
         path = tmp_path / "rn50_visual.pth"
         torch.save(reference.state_dict(), path)
-    net = clip_resnet.load_clip_rn50(path)
+    net = clip_resnet.load_clip_rn50(path, architecture="custom")
     x = _images()
     _assert_close(jitted(net.params, jnp.asarray(x)), _torch_out(reference, x))
 
 
 def test_converted_directory_roundtrip(rn50_archive, tmp_path, jitted):
-    net = clip_resnet.load_clip_rn50(rn50_archive)
+    net = clip_resnet.load_clip_rn50(rn50_archive, architecture="custom")
     out_dir = save_converted(tmp_path / "clip_rn50", "clip_rn50", net.params, net.config, str(rn50_archive))
-    again = clip_resnet.load_clip_rn50(out_dir)
+    again = clip_resnet.load_clip_rn50(out_dir, architecture="custom")
     assert again.config == net.config
     x = jnp.asarray(_images(n=1))
     np.testing.assert_array_equal(jitted(again.params, x), jitted(net.params, x))
@@ -365,12 +365,12 @@ def test_missing_and_wrong_files(tmp_path, reference):
     state["visual.attnpool.c_proj.bias"] = torch.zeros(7)
     torch.save(state, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match=r"attnpool\.c_proj\.bias.*shape \(7,\).*\(64,\)"):
-        clip_resnet.load_clip_rn50(tmp_path / "bad.pth")
+        clip_resnet.load_clip_rn50(tmp_path / "bad.pth", architecture="custom")
     del state["visual.layer1.1.conv2.weight"]
     state["visual.attnpool.c_proj.bias"] = torch.zeros(64)
     torch.save(state, tmp_path / "missing.pth")
     with pytest.raises(ValueError, match=r"layer1\.1\.conv2\.weight"):
-        clip_resnet.load_clip_rn50(tmp_path / "missing.pth")
+        clip_resnet.load_clip_rn50(tmp_path / "missing.pth", architecture="custom")
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="CLIP RN50"):
         clip_resnet.load_clip_rn50(tmp_path / "junk.safetensors")

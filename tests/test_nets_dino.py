@@ -153,19 +153,19 @@ def test_real_rn50_forward_matches_torch(tmp_path, jitted):
 
 @pytest.mark.parametrize("wrap", [None, "teacher"])
 def test_forward_matches_torch(tmp_path, reference, jitted, wrap):
-    net = resnet.load_dino_rn50(_save(tmp_path, reference, wrap=wrap))
+    net = resnet.load_dino_rn50(_save(tmp_path, reference, wrap=wrap), architecture="custom")
     x = _images()
     _assert_close(jitted(net, jnp.asarray(x)), _torch_out(reference, x))
 
 
 def test_any_input_size(tmp_path, reference, jitted):
-    net = resnet.load_dino_rn50(_save(tmp_path, reference))
+    net = resnet.load_dino_rn50(_save(tmp_path, reference), architecture="custom")
     x = _images(n=1, size=37, seed=4)
     _assert_close(jax.jit(net.apply)(net.params, jnp.asarray(x)), _torch_out(reference, x))
 
 
 def test_gradient_wrt_image_matches_torch(tmp_path, reference):
-    net = resnet.load_dino_rn50(_save(tmp_path, reference))
+    net = resnet.load_dino_rn50(_save(tmp_path, reference), architecture="custom")
     x = _images(n=1, seed=2)
     w = np.random.default_rng(3).normal(size=(1, 256)).astype(np.float32)
     grad = jax.jit(jax.grad(lambda img: jnp.sum(net.apply(net.params, img) * w)))(jnp.asarray(x))
@@ -175,7 +175,7 @@ def test_gradient_wrt_image_matches_torch(tmp_path, reference):
 
 
 def test_bfloat16(tmp_path, reference):
-    net = resnet.load_dino_rn50(_save(tmp_path, reference))
+    net = resnet.load_dino_rn50(_save(tmp_path, reference), architecture="custom")
     x = jnp.asarray(_images(n=1))
     ref = jax.jit(net.apply)(net.params, x)
     out = jax.jit(lambda p, img: resnet.resnet_apply(p, img, config=net.config, dtype=jnp.bfloat16))(
@@ -189,9 +189,9 @@ def test_safetensors_and_converted_dir(tmp_path, reference, jitted):
 
     path = tmp_path / "dino_rn50.safetensors"
     save_file({k: v.numpy() for k, v in reference.state_dict().items()}, str(path))
-    net = resnet.load_dino_rn50(path)
+    net = resnet.load_dino_rn50(path, architecture="custom")
     out_dir = save_converted(tmp_path / "conv", "dino_rn50", net.params, net.config, str(path))
-    again = resnet.load_dino_rn50(out_dir)
+    again = resnet.load_dino_rn50(out_dir, architecture="custom")
     x = jnp.asarray(_images(n=1))
     np.testing.assert_array_equal(jitted(again, x), jitted(net, x))
     _assert_close(jitted(again, x), _torch_out(reference, np.asarray(x)))
@@ -218,12 +218,12 @@ def test_missing_and_wrong_files(tmp_path, reference):
     del state["layer2.1.bn2.running_var"]
     torch.save(state, tmp_path / "partial.pth")
     with pytest.raises(ValueError, match=r"layer2\.1\.bn2\.running_var"):  # never left random (strict=False)
-        resnet.load_dino_rn50(tmp_path / "partial.pth")
+        resnet.load_dino_rn50(tmp_path / "partial.pth", architecture="custom")
     state = dict(reference.state_dict())
     state["layer4.0.conv3.weight"] = torch.zeros(3, 3, 1, 1)
     torch.save(state, tmp_path / "shape.pth")
     with pytest.raises(ValueError, match=r"layer4\.0\.conv3\.weight.*\(3, 3, 1, 1\)"):
-        resnet.load_dino_rn50(tmp_path / "shape.pth")
+        resnet.load_dino_rn50(tmp_path / "shape.pth", architecture="custom")
     torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="conv1.weight"):
         resnet.load_dino_rn50(tmp_path / "other.pth")

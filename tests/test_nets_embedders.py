@@ -76,8 +76,8 @@ def dino_file(tmp_path_factory):
 def test_load_embedder_released_vs_canonical(dino_file):
     model, path = dino_file
     x = _images(n=2, size=64)
-    params, released = load_embedder("dino_rn50", path, preprocess="released")
-    _, canonical = load_embedder("dino_rn50", path, preprocess="canonical")
+    params, released = load_embedder("dino_rn50", path, preprocess="released", architecture="custom")
+    _, canonical = load_embedder("dino_rn50", path, preprocess="canonical", architecture="custom")
     with torch.no_grad():
         want_released = model(_nchw(x)).numpy()
         x01 = F.interpolate(_nchw((x + 1) / 2), size=224, mode="bilinear", align_corners=False, antialias=True)
@@ -94,7 +94,7 @@ def test_load_embedder_released_vs_canonical(dino_file):
 
 def test_bfloat16_images(dino_file):
     _, path = dino_file
-    params, apply_fn = load_embedder("dino_rn50", path, preprocess="released", dtype=jnp.bfloat16)
+    params, apply_fn = load_embedder("dino_rn50", path, preprocess="released", dtype=jnp.bfloat16, architecture="custom")
     out = jax.jit(apply_fn)(params, jnp.asarray(_images(n=1, size=64), jnp.bfloat16))
     assert out.dtype == jnp.float32 and out.shape == (1, 256)
 

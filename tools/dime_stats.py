@@ -9,7 +9,9 @@
 Writes ``global_{e}_{first,second}`` (``e`` = ``clip`` for ``clip_*``, ``dino`` for
 ``dino_*``, else the kind) as the released ``.pt`` dict (or ``.npz``); with ``--bank`` also
 ``bank_{e}`` (all embeddings, for kernel-MMD DiME). Partial sums go to ``OUT.partial.npz``
-every ``--checkpoint_every`` batches; re-running the same command continues from them.
+every ``--checkpoint_every`` batches; re-running the same command continues from them (the
+settings and the weight files' sha256 are recorded with them; a run with other ``--weights``
+or settings is refused, naming what differs).
 """
 
 from __future__ import annotations
@@ -66,10 +68,11 @@ def main(argv=None) -> int:
     ap.add_argument("--bank", action="store_true", help="also store all embeddings (bank_{e})")
     ap.add_argument("--checkpoint_every", type=int, default=20, help="batches between partial-sum saves")
     ap.add_argument("--writer", default="auto", choices=["auto", "torch", "builtin"])
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing OUT file (never a link or folder)")
     args = ap.parse_args(argv)
     try:
         run(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
@@ -81,6 +84,8 @@ def run(args) -> None:
     out = Path(args.out)
     if out.suffix not in (".pt", ".npz"):
         raise ValueError(f"{out}: output must end in .pt or .npz")
+    from gancomp_jax.utils.atomic_dir import check_output_file
+    check_output_file(out, args.overwrite)  # before any work: an existing file is never replaced silently
     if args.n < 1 or args.batch < 1:
         raise ValueError(f"--n and --batch must be positive, got {args.n} and {args.batch}")
     kinds = [k for k in args.embedders.split(",") if k]
@@ -95,13 +100,16 @@ def run(args) -> None:
     else:
         raise ValueError(f"--source must be teacher:PATH or data:PATH, got {args.source!r}")
     embedders = resolve_embedders(kinds, weights, args.preprocess)
+    # the weights by content (path and sha256): a resumed run with other --weights is refused
+    used_weights = {k: f"{weights[k]} sha256:{ds.weights_fingerprint(weights[k])}" for k in kinds if k in weights}
     meta = dict(embedders=",".join(kinds), source=args.source, n=args.n, batch=args.batch,
                 seed=args.seed, psi=args.truncation_psi, preprocess=args.preprocess,
-                bank=bool(args.bank), xflip=bool(args.xflip))
+                bank=bool(args.bank), xflip=bool(args.xflip), weights=repr(sorted(used_weights.items())))
     partial = Path(str(out) + ".partial.npz")
     stats = ds.compute_global_stats(embedders, batches, args.n, args.batch, partial,
                                     keep_bank=args.bank, checkpoint_every=args.checkpoint_every,
                                     meta=meta)
+    check_output_file(out, args.overwrite)  # again: the name may have appeared meanwhile
     used = ds.save_stats(out, stats, args.writer)
     os.remove(partial)
     print(f"wrote {out} ({used}): " + ", ".join(f"{k} {v.shape}" for k, v in stats.items()))

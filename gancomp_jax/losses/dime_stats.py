@@ -190,7 +190,7 @@ def load_stats(path: str | os.PathLike, names: list[str] | Mapping[str, int | No
     ``.npy`` headers, decompressing at most the bytes those imply; ``.pt``: the reader's
     allocation limit is what the expected entries need): moments ``[d]`` and banks ``[n, d]``
     with ``d`` the embedder's dimension (at most :data:`MAX_EMBEDDING_DIM` when unknown), banks
-    at most :data:`MAX_BANK_BYTES`. Values must be finite and second moments non-negative.
+    at most :data:`MAX_BANK_BYTES`. Values must be finite.
 
     Raises:
       FileNotFoundError, ValueError (not a dict of arrays, missing keys, bad shapes or values).
@@ -236,8 +236,6 @@ def load_stats(path: str | os.PathLike, names: list[str] | Mapping[str, int | No
                 raise ValueError(f"{path}: key {key!r} missing (have {sorted(out)})")
         if out[f"global_{name}_first"].shape != out[f"global_{name}_second"].shape:
             raise ValueError(f"{path}: first and second moments of {name!r} differ in shape")
-        if (out[f"global_{name}_second"] < 0).any():
-            raise ValueError(f"{path}: 'global_{name}_second' (E[f^2]) holds negative values")
     return out
 
 
@@ -299,6 +297,45 @@ class MomentAccumulator:
                     self.bank[name] = [np.asarray(d[f"bank_{name}"], np.float32)]
 
 
+def _meta_difference(saved: str, meta: Mapping[str, Any]) -> str:
+    """``'weights: was ..., now ...'`` for the settings that differ from a saved ``repr(sorted(items))``."""
+    import ast
+
+    try:
+        old = dict(ast.literal_eval(saved)) if len(saved) < 100_000 else None
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        old = None
+    if old is None:
+        return saved[:500]
+    keys = sorted(set(old) | set(meta), key=str)
+    return "; ".join(f"{k}: was {old.get(k)!r}, now {meta.get(k)!r}" for k in keys if old.get(k) != meta.get(k))
+
+
+def weights_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 of a weight file, or of a directory's regular files (names and contents), for resume checks."""
+    import hashlib
+
+    from gancomp_jax.io.safe_files import open_regular
+
+    path = Path(path)
+
+    def file_digest(p: Path) -> str:
+        digest = hashlib.sha256()
+        with open_regular(p, "weight file") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    if not path.exists():
+        raise FileNotFoundError(f"weight file {path} does not exist")
+    if not path.is_dir():
+        return file_digest(path)
+    digest = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file() and not q.is_symlink()):
+        digest.update(f"{p.relative_to(path).as_posix()}\0{file_digest(p)}\n".encode())
+    return digest.hexdigest()
+
+
 def compute_global_stats(embedders: Mapping[str, Callable[[Any], Any]],
                          batches: Callable[[int], np.ndarray], n: int, batch_size: int,
                          partial_path: str | os.PathLike | None = None, keep_bank: bool = False,
@@ -327,7 +364,8 @@ def compute_global_stats(embedders: Mapping[str, Callable[[Any], Any]],
             saved = {k: z[k] for k in z.files}
         if str(saved.get("meta")) != meta_str:
             raise ValueError(f"{partial_path}: partial sums were computed with different settings "
-                             f"({saved.get('meta')}); delete it or use the same settings")
+                             f"({_meta_difference(str(saved.get('meta')), dict(meta or {}))}); delete it or use "
+                             "the same settings")
         acc.restore(saved)
         start = acc.count // batch_size
         if acc.count != min(start * batch_size, n):
@@ -352,6 +390,9 @@ def generator_batches(model_path: str, batch_size: int, seed: int = 0, truncatio
     import jax
 
     from gancomp_jax.checkpoints import load_any, pick_generator
+    from gancomp_jax.utils.ranges import check_truncation_psi
+
+    truncation_psi = check_truncation_psi(truncation_psi, "--truncation_psi")
     from gancomp_jax.models import Generator
 
     _, net = pick_generator(load_any(model_path))

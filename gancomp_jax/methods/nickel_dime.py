@@ -125,9 +125,14 @@ def resolve(config) -> None:
                              "(a file with bank_<embedder> entries) is not set")
 
 
-def _embedder_roles(m, teacher_d_cfg):
-    """``{name: (role, NetworkSpec, feature_fn(ctx, img) -> [N, d])}`` for the used embedders."""
+def _embedder_roles(m, teacher_d_cfg, dims: dict | None = None):
+    """``{name: (role, NetworkSpec, feature_fn(ctx, img) -> [N, d])}`` for the used embedders.
+
+    ``dims`` (if given) is filled with ``name -> d`` (None where it cannot be worked out), so
+    that a statistics file can be checked against the embedders before it is read.
+    """
     out = {}
+    dims = {} if dims is None else dims
     for name in m.dime.use:
         e = m.dime.embedders[name]
         role = f"E_{name}"
@@ -142,6 +147,10 @@ def _embedder_roles(m, teacher_d_cfg):
             def feat(ctx, img, role=role, blocks=blocks):
                 _, f = ctx.discriminate(role, img, None, features=True)
                 return jnp.concatenate([jnp.mean(f[b].astype(jnp.float32), axis=(1, 2)) for b in blocks], axis=1)
+            try:  # block b{r} outputs width(r / 2) channels
+                dims[name] = sum(teacher_d_cfg.width(int(b[1:]) // 2) for b in blocks)
+            except (ValueError, IndexError, TypeError):
+                dims[name] = None
         else:
             if not e.weights:
                 raise ValueError(f"config.method.dime.embedders.{name}.weights is not set (the {e.kind} weight file)")
@@ -153,6 +162,7 @@ def _embedder_roles(m, teacher_d_cfg):
                 except ImportError as err:
                     raise ValueError(f"embedder kind {e.kind!r} needs gancomp_jax.nets.embedders ({err})") from None
                 params, apply_fn = load_embedder(e.kind, e.weights, preprocess=e.preprocess)
+            dims[name] = _output_dim(apply_fn, params, teacher_d_cfg.img_resolution)
             spec = NetworkSpec("module", source=e.weights, trainable=False, module=FunctionModule(apply_fn, e.kind),
                                init=(lambda p: (lambda key: {"params": p}))(params))
 
@@ -162,10 +172,20 @@ def _embedder_roles(m, teacher_d_cfg):
     return out
 
 
-def _stats_spec(path: str, names) -> NetworkSpec:
+def _output_dim(apply_fn, params, resolution: int) -> int | None:
+    """The embedding size ``d`` of ``apply_fn(params, images [1, R, R, 3]) -> [1, d]`` (traced, not run)."""
+    try:
+        out = jax.eval_shape(apply_fn, params, jax.ShapeDtypeStruct((1, resolution, resolution, 3), jnp.float32))
+        return int(out.shape[-1]) if len(out.shape) == 2 else None
+    except Exception:  # noqa: BLE001 - an embedder that cannot be traced here is checked against the generic bound
+        return None
+
+
+def _stats_spec(path: str, dims) -> NetworkSpec:
+    """The statistics file as a frozen network; entries checked against ``dims`` (name -> d) before reading."""
     from gancomp_jax.losses.dime_stats import load_stats
 
-    stats = {k: jnp.asarray(v) for k, v in load_stats(path, list(names)).items()}
+    stats = {k: jnp.asarray(v) for k, v in load_stats(path, dict(dims)).items()}
     return NetworkSpec("module", source=path, trainable=False, module=FunctionModule(lambda p: p, "dime_stats"),
                        init=lambda key: {"params": stats})
 
@@ -225,12 +245,13 @@ def build(config, env: BuildEnv) -> Method:
 
     # DiME.
     dime_on = bool(m.dime.enabled) and len(m.dime.use) > 0
-    embedders = _embedder_roles(m, d_t_cfg) if dime_on else {}
+    embedder_dims: dict = {}
+    embedders = _embedder_roles(m, d_t_cfg, embedder_dims) if dime_on else {}
     for name, (role, spec, _) in embedders.items():
         networks[role] = spec
     has_stats = dime_on and bool(m.dime.global_stats)
     if has_stats:
-        networks["dime_stats"] = _stats_spec(m.dime.global_stats, list(embedders))
+        networks["dime_stats"] = _stats_spec(m.dime.global_stats, embedder_dims)
     weights = {name: float(m.dime.embedders[name].weight) for name in embedders}
     groups = int(m.dime.groups)
     form, kernel, reference = m.dime.form, m.dime.kernel, m.dime.reference

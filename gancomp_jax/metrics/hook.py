@@ -43,7 +43,9 @@ def make_hook(config):
     for n in names:
         if not registry.is_valid_metric(n):
             raise ValueError(f"config.eval.metrics: unknown metric {n!r}; valid: {registry.list_valid_metrics()}")
-    num_gen = int(_get(ev, "num_gen", 0)) or None
+    from gancomp_jax.utils.ranges import check_sample_count
+
+    num_gen = check_sample_count(int(_get(ev, "num_gen", 0)) or None, "config.eval.num_gen")  # before training
     detectors: dict = {}
     labels = _labels(source)
 

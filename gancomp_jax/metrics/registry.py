@@ -74,6 +74,12 @@ class MetricOptions:
     progress: bool = True
     detectors: dict = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self):
+        from gancomp_jax.utils.ranges import check_sample_count
+
+        self.num_gen = check_sample_count(self.num_gen, "num_gen")
+        self.max_real = check_sample_count(self.max_real, "max_real")
+
     def detector(self, name: str, metric: str):
         if name not in self.detectors:
             from gancomp_jax.metrics import detectors as det

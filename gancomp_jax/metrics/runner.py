@@ -85,6 +85,11 @@ class GeneratorSpec:
     noise_mode: str = "random"
     labels: np.ndarray | None = None
 
+    def __post_init__(self):
+        from gancomp_jax.utils.ranges import check_truncation_psi
+
+        self.truncation_psi = check_truncation_psi(self.truncation_psi)
+
     @property
     def config(self):
         return self.module.config

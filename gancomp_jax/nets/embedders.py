@@ -142,6 +142,7 @@ def load_embedder(
     *,
     dtype: Any = jnp.float32,
     image_size: int | None = None,
+    architecture: str | None = None,
 ):
     """Load embedder ``kind`` from ``path`` -> ``(params, apply_fn(params, images [-1,1] NHWC) -> [N, D])``.
 
@@ -149,10 +150,15 @@ def load_embedder(
     float32; the output is float32). ``image_size`` (ViT kinds only; default:
     the checkpoint's own for CLIP / DINO ViTs, 224 for DINOv2) fixes the
     network's input size; the ResNet kinds take their size from the weights
-    (CLIP RN50: 224) or accept any size (DINO RN50).
+    (CLIP RN50: 224) or accept any size (DINO RN50). ``architecture`` (ResNet kinds only):
+    ``"published"`` (default: ResNet-50 exactly) or ``"custom"`` (see :mod:`gancomp_jax.nets.resnet`).
     """
     mode = _resolve(kind, preprocess)  # validate before reading a large file
     kw: dict[str, Any] = {"dtype": dtype}
+    if architecture is not None:
+        if kind not in ("clip_rn50", "dino_rn50"):
+            raise ValueError(f"{kind}: architecture applies to the ResNet kinds only")
+        kw["architecture"] = architecture
     if image_size is not None:
         if kind not in ("clip_vit", "dino_vit", "dinov2"):
             raise ValueError(f"{kind}: image_size is fixed by the weights; it applies to the ViT kinds only")

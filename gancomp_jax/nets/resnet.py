@@ -245,16 +245,21 @@ def resnet_apply(variables: Any, images: jax.Array, *, config: Mapping[str, Any]
     return ResNet(tuple(config["layers"]), config["width"], dtype).apply(variables, images)
 
 
-def load_dino_rn50(path: str | Path, *, dtype: Any = jnp.float32):
+def load_dino_rn50(path: str | Path, *, dtype: Any = jnp.float32, architecture: str = "published"):
     """Registry loader: ``dino_resnet50_pretrain.pth`` or a converted directory -> LoadedNet.
 
     ``apply(params, images)``: images [N, H, W, 3] already preprocessed (ImageNet
     mean/std for the canonical input; see :mod:`gancomp_jax.nets.embedders`).
+    ``architecture``: ``"published"`` (ResNet-50's blocks (3, 4, 6, 3) and width 64, exactly)
+    or ``"custom"`` (other depths and widths within bounds, e.g. small test networks).
     """
     from .loaded import LoadedNet
 
+    check_architecture_choice(architecture, NETWORK)
     if is_converted_dir(path):
         variables, config = load_converted(path, "dino_rn50", NETWORK)
+        config = check_config(config, NETWORK, path, architecture)
+        check_variables(variables, abstract_variables(config), NETWORK, str(path))
     else:
-        variables, config = read_dino_rn50_params(path)
+        variables, config = read_dino_rn50_params(path, architecture)
     return LoadedNet("dino_rn50", variables, partial(resnet_apply, config=config, dtype=dtype), config, str(path))

@@ -31,6 +31,14 @@ never asked to. Likewise its DINOv2 LayerScale multiplies the stored
 ``lambda1`` by ``layerscale_value`` twice, where torch uses it as stored; the
 converter divides that factor out (a no-op for the released checkpoints,
 whose ``layerscale_value`` is 1.0).
+
+Hostile or odd inputs: ``config.json`` is read only if it is a regular file of at most 1 MiB
+nested at most 32 deep and holding a JSON object; the architecture it declares is checked
+against the published families before anything is built (:data:`BOUNDS`: at most 48 layers,
+width 2048, 64 heads, patch 64, image size 1024 and 64 x 64 patches; ``hidden_act`` from
+:data:`HIDDEN_ACTS`; DINOv2's ``layerscale_value`` in 1e-6..1e3); ``image_size`` must be an
+integer within the same bounds. Converted directories are checked the same way, and their
+variables against the shapes their config implies.
 """
 
 from __future__ import annotations
@@ -47,7 +55,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .weights import is_converted_dir, load_converted, read_state_dict
+from ..io.safe_files import load_json_file, require_regular_file
+from .weights import check_variables, is_converted_dir, load_converted, read_state_dict
 
 __all__ = [
     "CLIPImageEncoder",
@@ -67,6 +76,7 @@ NETWORKS = {"clip_vit": "CLIP ViT image encoder", "dino_vit": "DINO ViT", "dinov
 _MODEL_TYPES = {"clip_vit": ("clip", "clip_vision_model"), "dino_vit": ("vit",), "dinov2": ("dinov2",)}
 _BASE_PREFIX = {"clip_vit": "", "dino_vit": "vit", "dinov2": "dinov2"}
 DEFAULT_DINOV2_IMAGE_SIZE = 224
+CONFIG_MAX_BYTES = 1 << 20
 
 
 def _quiet_import():
@@ -112,6 +122,88 @@ class _ClsEncoder(nn.Module):
         return self.inner(pixels, deterministic=True)[0][:, 0]
 
 
+# --------------------------------------------------------------------------- architecture bounds
+#: What the published CLIP ViT (B/32 .. bigG/14), DINO ViT (S/16, B/16) and DINOv2 (S .. g/14)
+#: checkpoints use, with room to spare; anything outside is refused before a module is built.
+BOUNDS = dict(num_hidden_layers=(1, 48), hidden_size=(1, 2048), num_attention_heads=(1, 64),
+              intermediate_size=(1, 16384), patch_size=(1, 64), image_size=(1, 1024), projection_dim=(1, 4096))
+MAX_GRID_SIDE = 64  # image_size / patch_size: at most 64 x 64 patches
+MLP_RATIO = (0.25, 16.0)
+LAYER_NORM_EPS = (1e-12, 0.1)
+LAYERSCALE_VALUE = (1e-6, 1e3)  # DINOv2 (released: 1.0); the converter divides by its square
+#: Activations transformers' Flax modules implement under the same name as its torch modules.
+HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu", "swish")
+
+
+def _int_in(value: Any, bounds: tuple[int, int]) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and bounds[0] <= value <= bounds[1]
+
+
+def _number_in(value: Any, bounds: tuple[float, float]) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and bounds[0] <= value <= bounds[1])
+
+
+def check_image_size(kind: str, image_size: Any, patch_size: int, where: Any) -> int:
+    """``image_size`` as an int: a multiple of ``patch_size`` within :data:`BOUNDS` and the patch-grid cap."""
+    network = NETWORKS[kind]
+    if not _int_in(image_size, BOUNDS["image_size"]):
+        raise ValueError(f"{network}: {where}: image_size {image_size!r} must be an integer in "
+                         f"{BOUNDS['image_size'][0]}..{BOUNDS['image_size'][1]}")
+    if image_size % patch_size:
+        raise ValueError(f"{network}: image_size {image_size} is not a multiple of the patch size {patch_size}")
+    if image_size // patch_size > MAX_GRID_SIDE:
+        raise ValueError(f"{network}: {where}: image_size {image_size} with patch size {patch_size} gives "
+                         f"{image_size // patch_size} x {image_size // patch_size} patches, more than "
+                         f"{MAX_GRID_SIDE} x {MAX_GRID_SIDE}")
+    return image_size
+
+
+def check_vision_config(kind: str, cfg: Mapping[str, Any], where: Any) -> None:
+    """Checks a vision tower's config (a ``to_dict()`` of transformers' config) against :data:`BOUNDS`."""
+    network = NETWORKS[kind]
+
+    def bad(key: str, want: str) -> ValueError:
+        return ValueError(f"{network}: {where}: {key} is {cfg.get(key)!r}, expected {want}")
+
+    keys = ["num_hidden_layers", "hidden_size", "num_attention_heads", "patch_size", "image_size"]
+    keys += ["intermediate_size"] if kind != "dinov2" else []
+    for key in keys:
+        if not _int_in(cfg.get(key), BOUNDS[key]):
+            raise bad(key, f"an integer in {BOUNDS[key][0]}..{BOUNDS[key][1]}")
+    if cfg["hidden_size"] % cfg["num_attention_heads"]:
+        raise bad("hidden_size", f"a multiple of num_attention_heads={cfg['num_attention_heads']}")
+    if cfg.get("num_channels", 3) != 3:
+        raise bad("num_channels", "3")
+    if cfg.get("hidden_act") not in HIDDEN_ACTS:
+        raise bad("hidden_act", f"one of {', '.join(HIDDEN_ACTS)}")
+    eps = cfg.get("layer_norm_eps")
+    if not _number_in(eps, LAYER_NORM_EPS):
+        raise bad("layer_norm_eps", f"a number in {LAYER_NORM_EPS[0]}..{LAYER_NORM_EPS[1]}")
+    if kind == "dinov2":
+        if not _number_in(cfg.get("mlp_ratio"), MLP_RATIO):
+            raise bad("mlp_ratio", f"a number in {MLP_RATIO[0]}..{MLP_RATIO[1]}")
+        if not _number_in(cfg.get("layerscale_value"), LAYERSCALE_VALUE):
+            raise bad("layerscale_value", f"a number in {LAYERSCALE_VALUE[0]:g}..{LAYERSCALE_VALUE[1]:g} "
+                                          "(0 or a tiny value makes every block's LayerScale meaningless)")
+    check_image_size(kind, cfg["image_size"], cfg["patch_size"], where)
+
+
+def check_config(kind: str, config: Mapping[str, Any], where: Any) -> dict[str, Any]:
+    """Our stored config (``hf_config``, ``image_size``, ...) checked before a module is built."""
+    network = NETWORKS[kind]
+    if not isinstance(config, Mapping) or not isinstance(config.get("hf_config"), Mapping):
+        raise ValueError(f"{network}: {where}: config must be a JSON object with an 'hf_config' object")
+    check_vision_config(kind, config["hf_config"], where)
+    if config.get("image_size") != config["hf_config"]["image_size"]:
+        raise ValueError(f"{network}: {where}: image_size {config.get('image_size')!r} differs from the "
+                         f"hf_config's {config['hf_config']['image_size']!r}")
+    if kind == "clip_vit" and not _int_in(config.get("projection_dim"), BOUNDS["projection_dim"]):
+        raise ValueError(f"{network}: {where}: projection_dim is {config.get('projection_dim')!r}, expected an "
+                         f"integer in {BOUNDS['projection_dim'][0]}..{BOUNDS['projection_dim'][1]}")
+    return dict(config)
+
+
 # --------------------------------------------------------------------------- configs
 def _hf_config(kind: str, raw: Mapping[str, Any], image_size: int | None, path: Any) -> tuple[Any, dict[str, Any]]:
     """transformers config object for the vision tower at ``image_size`` and its JSON form."""
@@ -123,26 +215,34 @@ def _hf_config(kind: str, raw: Mapping[str, Any], image_size: int | None, path: 
             f"{' or '.join(map(repr, _MODEL_TYPES[kind]))}"
         )
     raw = dict(raw)
+    where = f"{path}/config.json"
+    if kind == "clip_vit" and model_type == "clip" and not isinstance(raw.get("vision_config", {}), Mapping):
+        raise ValueError(f"{NETWORKS[kind]}: {where}: vision_config must be a JSON object")
     extra: dict[str, Any] = {}
-    if kind == "clip_vit":
-        if model_type == "clip":
-            full = hf["CLIPConfig"].from_dict(raw)
-            vision, projection_dim = full.vision_config, full.projection_dim
+    try:
+        if kind == "clip_vit":
+            if model_type == "clip":
+                full = hf["CLIPConfig"].from_dict(raw)
+                vision, projection_dim = full.vision_config, full.projection_dim
+            else:
+                vision = hf["CLIPVisionConfig"].from_dict(raw)
+                projection_dim = raw.get("projection_dim", vision.projection_dim)
+            if not _int_in(projection_dim, BOUNDS["projection_dim"]):
+                raise ValueError(f"projection_dim is {projection_dim!r}, expected an integer in "
+                                 f"{BOUNDS['projection_dim'][0]}..{BOUNDS['projection_dim'][1]}")
+            extra["projection_dim"] = int(projection_dim)
+            config = vision
+        elif kind == "dino_vit":
+            config = hf["ViTConfig"].from_dict(raw)
         else:
-            vision = hf["CLIPVisionConfig"].from_dict(raw)
-            projection_dim = raw.get("projection_dim", vision.projection_dim)
-        extra["projection_dim"] = int(projection_dim)
-        config = vision
-    elif kind == "dino_vit":
-        config = hf["ViTConfig"].from_dict(raw)
-    else:
-        config = hf["Dinov2Config"].from_dict(raw)
+            config = hf["Dinov2Config"].from_dict(raw)
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise ValueError(f"{NETWORKS[kind]}: {where}: {exc}") from None
+    check_vision_config(kind, config.to_dict(), where)  # as published, before anything is built
     extra["checkpoint_image_size"] = int(config.image_size)
     if image_size is None:  # CLIP / DINO ViT: their own size (224); DINOv2 (published at 518): 224
         image_size = DEFAULT_DINOV2_IMAGE_SIZE if kind == "dinov2" else config.image_size
-    config.image_size = int(image_size)
-    if image_size % config.patch_size:
-        raise ValueError(f"{NETWORKS[kind]}: image_size {image_size} is not a multiple of the patch size {config.patch_size}")
+    config.image_size = check_image_size(kind, image_size, config.patch_size, "image_size")
     return config, extra
 
 
@@ -208,22 +308,26 @@ def _read_weights(directory: Path, network: str) -> tuple[dict[str, np.ndarray],
     single = directory / "model.safetensors"
     index = directory / "model.safetensors.index.json"
     try:
-        if single.is_file():
-            return dict(load_file(str(single))), "torch"
-        if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        if single.exists():
+            return dict(load_file(str(require_regular_file(single, f"{network}: weight file")))), "torch"
+        if index.exists():
+            weight_map = load_json_file(index, f"{network}: weight index").get("weight_map")
+            if not isinstance(weight_map, Mapping) or not all(isinstance(v, str) for v in weight_map.values()):
+                raise ValueError(f"{index}: 'weight_map' must map tensor names to shard file names")
+            shards = sorted(set(weight_map.values()))
             state: dict[str, np.ndarray] = {}
             for shard in shards:
-                if "/" in shard or shard.startswith("."):
+                if "/" in shard or "\\" in shard or shard.startswith("."):
                     raise ValueError(f"bad shard name {shard!r}")
-                state.update(load_file(str(directory / shard)))
+                state.update(load_file(str(require_regular_file(directory / shard, f"{network}: weight shard"))))
             return state, "torch"
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise ValueError(f"{network}: cannot read the safetensors weights in {directory}: {exc}") from None
     except Exception as exc:  # safetensors' own error type
         raise ValueError(f"{network}: cannot read the safetensors weights in {directory}: {type(exc).__name__}: {exc}") from None
     msgpack = directory / "flax_model.msgpack"
-    if msgpack.is_file():
+    if msgpack.exists():
+        require_regular_file(msgpack, f"{network}: weight file")
         from flax import serialization
         from flax.traverse_util import flatten_dict
 
@@ -236,7 +340,7 @@ def _read_weights(directory: Path, network: str) -> tuple[dict[str, np.ndarray],
         flat = flatten_dict(tree, sep="/") if isinstance(tree, Mapping) else {}
         return {k: np.asarray(v) for k, v in flat.items() if isinstance(v, np.ndarray)}, "flax"
     for name in ("pytorch_model.bin",):
-        if (directory / name).is_file():
+        if (directory / name).exists():
             return read_state_dict(directory / name, network), "torch"
     raise FileNotFoundError(
         f"{network}: {directory} has no weights (expected model.safetensors, model.safetensors.index.json, "
@@ -329,18 +433,23 @@ def read_hf_vit_params(kind: str, directory: str | Path, *, image_size: int | No
     if not directory.is_dir():
         raise ValueError(f"{network}: expected a Hugging Face model directory, got the file {directory}")
     cfg_path = directory / "config.json"
-    if not cfg_path.is_file():
+    if not cfg_path.exists():
         raise FileNotFoundError(f"{network}: {directory} has no config.json (expected a Hugging Face model directory)")
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{network}: {cfg_path} is not valid JSON: {exc}") from None
+    # at most 1 MiB (the published ones are ~1-5 KB) and 32 levels deep, a JSON object
+    raw = load_json_file(cfg_path, f"{network}: config", max_bytes=CONFIG_MAX_BYTES, max_depth=32)
     hf_config, extra = _hf_config(kind, raw, image_size, directory)
     config = {"hf_config": hf_config.to_dict(), "image_size": int(hf_config.image_size), **extra}
     module = build_module(kind, config)
     state, layout = _read_weights(directory, network)
     variables = _convert(kind, state, layout, module, hf_config, directory)
     return variables, config
+
+
+def abstract_variables(kind: str, config: Mapping[str, Any]) -> Any:
+    """Shapes of the Flax variables ``{'params': ...}`` of ``kind`` at ``config`` (nothing allocated)."""
+    side = config["image_size"]
+    module = build_module(kind, config)
+    return {"params": jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, side, side, 3)))["params"]}
 
 
 def vit_apply(variables: Any, images: jax.Array, *, kind: str, config: Mapping[str, Any], dtype: Any = jnp.float32) -> jax.Array:
@@ -358,6 +467,8 @@ def load_vit(kind: str, path: str | Path, *, image_size: int | None = None, dtyp
 
     if is_converted_dir(path):
         variables, config = load_converted(path, kind, NETWORKS[kind])
+        config = check_config(kind, config, path)
+        check_variables(variables, abstract_variables(kind, config), NETWORKS[kind], str(path))
         if image_size is not None and image_size != config["image_size"]:
             raise ValueError(
                 f"{NETWORKS[kind]}: {path} was converted for {config['image_size']} px input, not {image_size}; "

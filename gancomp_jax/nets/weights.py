@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
+from ..io.safe_files import load_json_file, require_regular_file
 from ..io.torch_pickle import CheckpointFormatError, UnsafePickleError, load_torch_file
 from ..utils.atomic_dir import move_into_place
 
@@ -96,6 +97,7 @@ def read_state_dict(
     if path.is_dir():
         raise ValueError(f"{network}: {path} is a directory but not a converted network "
                          f"(no {_META}); give the weight file itself")
+    require_regular_file(path, f"{network}: weight file")  # a FIFO or device is never opened
     try:
         if path.suffix == ".safetensors":
             from safetensors.numpy import load_file
@@ -287,10 +289,9 @@ def load_converted(directory: str | os.PathLike, kinds: tuple[str, ...] | str, n
     meta_path = directory / _META
     if not meta_path.is_file():
         raise FileNotFoundError(f"{network}: {directory} is not a converted network (no {_META})")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{network}: {meta_path} is not valid JSON: {e}") from None
+    meta = load_json_file(meta_path, f"{network}: converted network description", max_bytes=1 << 20)
+    if not isinstance(meta.get("config", {}), Mapping):
+        raise ValueError(f"{network}: {meta_path}: 'config' must be a JSON object")
     if meta.get("format") != CONVERTED_FORMAT or meta.get("version") != CONVERTED_VERSION:
         raise ValueError(f"{network}: {meta_path}: format {meta.get('format')!r} version "
                          f"{meta.get('version')!r}, expected {CONVERTED_FORMAT!r} version {CONVERTED_VERSION}")

@@ -1,4 +1,5 @@
-"""Parsing of seed lists such as ``'0-7'`` or ``'1,5,10-12'`` (NVlabs ``num_range``)."""
+"""Parsing of seed lists such as ``'0-7'`` or ``'1,5,10-12'`` (NVlabs ``num_range``), and checks of
+the numeric settings every sampling / metric entry point shares (``truncation_psi``, ``num_gen``)."""
 
 from __future__ import annotations
 
@@ -29,3 +30,26 @@ def parse_seeds(spec: str | int) -> list[int]:
     if bad:
         raise ValueError(f"invalid seed list {spec!r}: seeds must be in [0, 2**32), got {bad[:3]}")
     return seeds
+
+
+def check_truncation_psi(value, key: str = "truncation_psi") -> float:
+    """``value`` as a float if it is a finite number (NaN or infinity would give images of NaN)."""
+    import math
+
+    try:
+        psi = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(psi):
+        raise ValueError(f"{key} must be a finite number, got {value!r}")
+    return psi
+
+
+def check_sample_count(value, key: str = "num_gen", minimum: int = 2):
+    """``value`` (None: the metric's default) as an int of at least ``minimum`` (statistics such as a
+    covariance need at least 2 samples)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or int(value) != value or int(value) < minimum:
+        raise ValueError(f"{key} must be at least {minimum} (0: the metric's own count), got {value!r}")
+    return int(value)
