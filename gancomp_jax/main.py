@@ -64,7 +64,8 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 
 def _has_files(path: Path) -> bool:
-    return any(p.is_file() or p.is_symlink() for p in path.rglob("*"))
+    """Whether ``path`` holds a file (our output marker alone does not count)."""
+    return any((p.is_file() or p.is_symlink()) and p.name != ".gancomp_jax_output.json" for p in path.rglob("*"))
 
 
 def run_job(config, workdir: str):
@@ -91,9 +92,9 @@ def run_job(config, workdir: str):
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if _CONFIG.value is None:
-        raise app.UsageError("--config is required (e.g. --config experiments/generate.py); see --help")
+        _fail(f"unexpected arguments: {argv[1:]}; see --help")
+    if _CONFIG.value is None:  # a usage error like the others: exit 2, one line
+        _fail("--config is required (e.g. --config experiments/generate.py); see --help")
     if _PRINT_CONFIG.value:
         print(json.dumps(_CONFIG.value.to_dict(), indent=2, sort_keys=True, default=str))
         return
@@ -143,7 +144,8 @@ def _config_path(argv: list[str]) -> str | None:
 
 def _load_config_file(path: str):
     """Loads ``get_config()`` of a config file (the same file absl will load), or exits with one line."""
-    file = Path(path.split(":", 1)[0])
+    file_part, sep, arg = path.partition(":")
+    file = Path(file_part)
     if not file.is_file():
         near = difflib.get_close_matches(file.name, [p.name for p in EXPERIMENTS.glob("*.py")], n=1)
         hint = f" (did you mean 'experiments/{near[0]}'?)" if near else "; see --help for the experiment files"
@@ -152,8 +154,13 @@ def _load_config_file(path: str):
         spec = importlib.util.spec_from_file_location(f"_gancomp_config_{file.stem}", file)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        return module.get_config()
     except Exception as e:  # noqa: BLE001 — any failure of the user's config file is one line
+        _fail(f"config file '{path}' could not be loaded: {type(e).__name__}: {e}")
+    try:  # with the ':ARG' part, as absl calls it, so the config's own message is what the user sees
+        return module.get_config(arg) if sep else module.get_config()
+    except (ValueError, KeyError, TypeError) as e:
+        _fail(f"config file '{path}': {e.args[0] if isinstance(e, KeyError) and e.args else e}")
+    except Exception as e:  # noqa: BLE001
         _fail(f"config file '{path}' could not be loaded: {type(e).__name__}: {e}")
 
 

@@ -221,7 +221,7 @@ def test_export_cli(fixture_pt, tmp_path, capsys):
     assert r.returncode == 0, r.stderr
     assert "rosinality.pt" in r.stdout and "[48, 48, 40, 40, 24, 24]" in r.stdout
     assert sorted(p.name for p in out.iterdir()) == [
-        "D.nvlabs.safetensors", "G.nvlabs.safetensors", "G_ema.nvlabs.safetensors", "export.json", "rosinality.pt"]
+        ".gancomp_jax_output.json", "D.nvlabs.safetensors", "G.nvlabs.safetensors", "G_ema.nvlabs.safetensors", "export.json", "rosinality.pt"]
     assert json.loads((out / "export.json").read_text())["networks"]["G_ema"]["widths"] == [48, 48, 40, 40, 24, 24]
     # back through the converter's command line into a model directory: identical variables
     spec = importlib.util.spec_from_file_location("convert_tool", REPO / "tools" / "convert_pt_weights.py")

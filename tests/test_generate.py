@@ -91,7 +91,8 @@ def test_cli_rejects_unknown_keys_and_bad_values(model_dir, tmp_path):
     assert r.returncode != 0 and "truncation_psi" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run(base + ["--config.seeds=0-1"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["grid.png", "seed0000.png", "seed0001.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        ".gancomp_jax_output.json", "grid.png", "seed0000.png", "seed0001.png"]
 
 
 def test_model_checkpoint_errors(tmp_path):

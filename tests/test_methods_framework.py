@@ -217,6 +217,10 @@ def test_distillation_method_frozen_teacher_shared_latents(tmp_path, teacher_dir
         assert not _changed(at_ckpt[name].variables, exported[name].variables), name
     assert set(load_run_networks(tmp_path / "run" / "checkpoints" / "1", ["G_ema"])) == {"G_ema"}
     assert not _changed(teacher_before["G_T"], checkpoints.load_model(teacher)["G_ema"].variables)
+    # teacher-vs-student grids (issue 23.19): the frozen teacher once, on the student's latents
+    from PIL import Image
+    samples = tmp_path / "run" / "samples"
+    assert Image.open(samples / "teacher.png").size == Image.open(samples / "fakes_final.png").size
     other = str(teacher_dirs[1])
     monkeypatch.setitem(sys.modules, "gancomp_jax.methods.toy_distil", _toy_distil_module(other, teacher))
     with pytest.raises(ValueError, match="frozen network 'G_T' differs from the one this run started with"):

@@ -256,6 +256,9 @@ def main(argv=None) -> int:
         return 2
     from gancomp_jax.jobs.quickstart import SHIPPED_TEACHER
     teacher = str(Path(a.teacher or SHIPPED_TEACHER).absolute())
+    if not Path(teacher).exists():
+        print(f"error: teacher {teacher} does not exist", file=sys.stderr)
+        return 2
     if not (Path(teacher) / "model.json").is_file():
         print(f"error: teacher {teacher} is not a model directory (no model.json)", file=sys.stderr)
         return 2

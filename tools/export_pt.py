@@ -11,7 +11,10 @@ MODEL is a model directory, an NVlabs ``.pkl`` or a rosinality ``.pt``. OUT_DIR 
   files), written with ``torch.save`` when torch is installed, else with the project's
   torch-free writer of the same zip format (``--writer`` picks);
 * ``G_ema.nvlabs.safetensors`` (and ``G``, ``D``): NVlabs stylegan2-ada-pytorch state dicts;
-* ``export.json``: files, sha256, widths and warnings.
+* ``export.json``: files, sha256, widths and warnings (and the marker ``.gancomp_jax_output.json``).
+
+OUT_DIR is written beside itself and moved into place when complete; ``--overwrite`` replaces
+only an earlier export of ours, never a folder holding MODEL or other files.
 
 Read them back with ``tools/convert_pt_weights.py OUT_DIR/rosinality.pt MODEL_DIR`` and
 ``gancomp_jax.export.nvlabs_safetensors.load_nvlabs_safetensors``. Bad input ends with one
@@ -43,7 +46,8 @@ def parse_args(argv):
                    help="comma-separated: rosinality and/or safetensors (default both)")
     p.add_argument("--writer", default="auto", choices=("auto", "torch", "zip"),
                    help="how rosinality.pt is written (default auto: torch.save when torch is installed)")
-    p.add_argument("--overwrite", action="store_true", help="write into an existing OUT_DIR")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT_DIR if it is an earlier export of ours (never MODEL's folder or other files)")
     return p.parse_args(argv)
 
 

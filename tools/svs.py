@@ -23,7 +23,8 @@ def main(argv=None) -> int:
     ap.add_argument("dst", help="output model directory")
     ap.add_argument("--no-torgb", action="store_true", help="leave the ToRGB layers as they are")
     ap.add_argument("--no-synthesis", action="store_true", help="leave the conv layers as they are")
-    ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace OUT_MODEL_DIR if it is a model directory of ours (never the source or other files)")
     a = ap.parse_args(argv)
     from gancomp_jax.prune.svs import svs_model
     try:

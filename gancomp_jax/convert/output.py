@@ -1,5 +1,8 @@
 """Where a conversion may write: never over the source, never over folders that are not ours.
 
+The shared guard is :mod:`gancomp_jax.utils.atomic_dir`; this converter is stricter and only
+ever replaces a model directory (not other marked outputs of ours).
+
 ``--overwrite`` replaces a previous output of ours only: a model directory holding exactly
 ``model.json`` (format ``gancomp_jax.model``) and ``variables/``, as
 :func:`gancomp_jax.checkpoints.save_model` writes it. Anything else (a folder holding the
@@ -8,40 +11,12 @@ source file, foreign files, a plain file, a symbolic link) is refused before any
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from gancomp_jax.utils.atomic_dir import MODEL_DIR_ENTRIES, OutputRefused, _protected, is_model_dir
+
 __all__ = ["MODEL_DIR_ENTRIES", "check_output_dir", "is_model_dir"]
-
-#: What :func:`gancomp_jax.checkpoints.save_model` puts in a model directory.
-MODEL_DIR_ENTRIES = frozenset({"model.json", "variables"})
-_MODEL_FORMAT = "gancomp_jax.model"  # gancomp_jax.checkpoints.FORMAT (not imported: it pulls in JAX)
-
-
-def is_model_dir(path: str | os.PathLike) -> tuple[bool, str]:
-    """``(True, '')`` if ``path`` is a model directory of ours, else ``(False, why not)``."""
-    path = Path(path)
-    if path.is_symlink():
-        return False, "it is a symbolic link"
-    if not path.is_dir():
-        return False, "it is not a directory"
-    entries = sorted(p.name for p in path.iterdir())
-    foreign = [name for name in entries if name not in MODEL_DIR_ENTRIES]
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        return False, f"it holds files that are not part of a converted model ({shown})"
-    description = path / "model.json"
-    if not description.is_file() or not (path / "variables").is_dir():
-        return False, "it lacks model.json or variables/"
-    try:
-        with open(description, "rb") as f:
-            desc = json.loads(f.read(1 << 20))
-    except (OSError, ValueError):
-        return False, "its model.json is not readable JSON"
-    if not isinstance(desc, dict) or desc.get("format") != _MODEL_FORMAT:
-        return False, f"its model.json is not a {_MODEL_FORMAT} description"
-    return True, ""
 
 
 def check_output_dir(out_dir: str | os.PathLike, src: str | os.PathLike, overwrite: bool) -> None:
@@ -57,6 +32,9 @@ def check_output_dir(out_dir: str | os.PathLike, src: str | os.PathLike, overwri
     if out_real == src_real or out_real in src_real.parents:
         raise ValueError(f"OUT_DIR {out_dir} must not be or contain the source file {src}; "
                          "choose a new directory for the converted model")
+    why = _protected(out_dir, ())
+    if why:
+        raise OutputRefused(f"OUT_DIR {out_dir} must not be replaced: {why}; nothing was changed")
     if not (out_dir.exists() or out_dir.is_symlink()):
         return
     if not overwrite:

@@ -13,6 +13,10 @@ from gancomp_jax.models import get_preset
 
 
 def run(config, workdir: str):
+    from gancomp_jax.utils.atomic_dir import check_output_dir
+
+    # before the (slow) initialisation: workdir may only replace a model directory of ours
+    check_output_dir(workdir, (), bool(config.overwrite), option="--config.overwrite=True", what="workdir")
     preset = get_preset(config.preset, conv_clamp=config.conv_clamp,
                         resolution=config.resolution or None)
     key_g, key_d = jax.random.split(jax.random.key(config.seed))

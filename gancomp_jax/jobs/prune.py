@@ -38,8 +38,12 @@ from gancomp_jax.jobs.generate import latents_for_seeds, make_generate_fn
 from gancomp_jax.models.generator import Generator
 from gancomp_jax.prune.pipeline import PruneOptions, prune, teacher_sha256
 from gancomp_jax.prune.widths import layer_names
+from gancomp_jax.utils.atomic_dir import check_output_dir, check_workdir, prepare_workdir, replace_file
 from gancomp_jax.utils.images import make_grid, save_png, to_uint8
 from gancomp_jax.utils.ranges import parse_seeds
+
+#: What the job writes into its workdir (the workdir is marked as ours; a folder of other files is refused).
+OUTPUT_NAMES = ("model", "scores.npz", "grid.png", "report.md")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -196,8 +200,11 @@ def run(config, workdir: str) -> dict[str, Any]:
         raise ValueError("config.teacher is required: a model directory, an NVlabs .pkl or a rosinality .pt")
     out = Path(workdir).absolute()
     model_dir = out / "model"
-    if model_dir.exists() and not config.overwrite:
-        raise FileExistsError(f"{model_dir} already exists; set config.overwrite=True to replace it")
+    # Before any work: the workdir is new, empty or ours, and model/ replaces only a model of ours
+    # (never the teacher itself, e.g. --config.teacher=WORKDIR/model).
+    check_workdir(out, OUTPUT_NAMES)
+    check_output_dir(model_dir, (config.teacher,), bool(config.overwrite), option="--config.overwrite=True",
+                     what="model directory")
     seeds = parse_seeds(config.grid_seeds)
     options = options_from_config(config)
     from gancomp_jax.prune.pipeline import validate_options
@@ -224,15 +231,13 @@ def run(config, workdir: str) -> dict[str, Any]:
         meta["macs_cagc"] = {"teacher": tm_cagc, "student": sm_cagc, "reduction": 1 - sm_cagc / tm_cagc}
     report, summary = render_report(meta, tp, sp, tm, sm, "grid.png", seconds)
 
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_workdir(out, "prune", OUTPUT_NAMES)
     checkpoints.save_model(model_dir, result.networks, {"source": f"pruned from {config.teacher}", "pruning": meta},
-                           overwrite=bool(config.overwrite))
+                           overwrite=bool(config.overwrite), sources=(config.teacher,))
     scores_path, grid_path, report_path = out / "scores.npz", out / "grid.png", out / "report.md"
     _write_npz(scores_path, result.scores)
     save_png(grid_path, grid)
-    tmp = report_path.with_name(f".report.md.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(report)
-    os.replace(tmp, report_path)
+    replace_file(report_path, report.encode())
     logging.info("wrote %s, %s, %s, %s", model_dir, scores_path, grid_path, report_path)
     widths = " ".join(f"{ct}->{cs}" for ct, cs in zip(meta["teacher_channels"], meta["student_channels"]))
     print("pruned student: " + "; ".join(summary))

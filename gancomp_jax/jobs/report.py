@@ -8,7 +8,8 @@ Writes, in OUT:
 
 * ``report.json`` and ``report.md``: one row per model — parameters and MACs of the generator
   (:func:`gancomp_jax.metrics.cost.generator_cost`, executed MACs for one image), compression
-  rate ``1 − MACs/MACs_teacher``, speed-up, images/s (jitted float32 batch inference on this
+  rate ``1 − MACs/MACs_teacher``, MAC ratio ``MACs_teacher/MACs`` (the speed-up MACs predict),
+  measured speed-up (images/s over the teacher's images/s), images/s (jitted float32 batch inference on this
   machine's first device, median of timed calls after a warm-up), and every metric's results;
 * ``grid.png``: one row per model (teacher first), the same seeds in every row
   (``z = RandomState(seed).randn``, ``noise_mode='const'``, ψ = 1), described in ``report.md``;
@@ -34,6 +35,9 @@ from absl import logging
 
 from gancomp_jax.utils.images import make_grid, save_png, to_uint8
 from gancomp_jax.utils.ranges import parse_seeds
+
+#: Files the report writes into its folder (an earlier report of ours is replaced; other folders are refused).
+REPORT_FILES = ("report.json", "report.md", "grid.png", "quality_vs_macs.png")
 
 
 def images_per_second(spec, batch_size: int = 16, iters: int = 5) -> float:
@@ -123,11 +127,12 @@ def markdown_table(rows: list[dict]) -> str:
         for k in r["metrics"]:
             if k not in keys and not isinstance(r["metrics"][k], list):
                 keys.append(k)
-    head = ["model", "role", "params", "MACs", "compression", "speed-up", "images/s"] + keys
+    head = ["model", "role", "params", "MACs", "compression", "MAC ratio", "measured speed-up", "images/s"] + keys
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["name"], r["role"], _fmt(r["params"]), _fmt(r["macs"]),
-                 f"{100 * r['compression_rate']:.1f} %", f"{r['speedup']:.2f}×",
+                 f"{100 * r['compression_rate']:.1f} %", f"{r['mac_ratio']:.2f}×",
+                 f"{r['measured_speedup']:.2f}×" if r.get("measured_speedup") else "n/a",
                  f"{r['images_per_second']:.1f}"] + [_fmt(r["metrics"].get(k, "")) for k in keys]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -151,8 +156,10 @@ def make_report(teacher: str, students: Sequence[str] | Mapping[str, str], out_d
     from gancomp_jax.metrics.cost import compression_rate, generator_cost
     from gancomp_jax.metrics.hook import _labels
 
+    from gancomp_jax.utils.atomic_dir import check_workdir, prepare_workdir, replace_file
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_workdir(out, REPORT_FILES)  # new, empty or an earlier report of ours: nothing else is replaced
     if isinstance(students, Mapping):
         student_items = list(students.items())
     else:
@@ -173,6 +180,7 @@ def make_report(teacher: str, students: Sequence[str] | Mapping[str, str], out_d
     dataset_name = data.get("name") or data.get("source")
     labels = _labels(source)
     specs = [(n, p, role, load_generator(str(p), labels=labels)) for n, p, role in models]  # all load first
+    prepare_workdir(out, "report", REPORT_FILES)
     seed_list = parse_seeds(seeds)
     teacher_cost = generator_cost(specs[0][3].config)
     rows, grid_rows, detectors = [], [], {}
@@ -183,7 +191,7 @@ def make_report(teacher: str, students: Sequence[str] | Mapping[str, str], out_d
                    widths=list(spec.config.channels), params=int(cost["params"]), macs=int(cost["macs"]),
                    macs_cagc=int(cost["macs_cagc"]),
                    compression_rate=compression_rate(cost["macs"], teacher_cost["macs"]),
-                   speedup=teacher_cost["macs"] / max(cost["macs"], 1),
+                   mac_ratio=teacher_cost["macs"] / max(cost["macs"], 1),
                    images_per_second=images_per_second(spec, speed_batch, speed_iters),
                    metrics={}, records=[])
         opts = registry.MetricOptions(G=spec, dataset=source, dataset_name=dataset_name,
@@ -195,6 +203,8 @@ def make_report(teacher: str, students: Sequence[str] | Mapping[str, str], out_d
             registry.report_metric(rec, str(out), snapshot=str(path))
             row["metrics"].update(rec["results"])
             row["records"].append({k: rec[k] for k in rec if k != "results"})
+        row["measured_speedup"] = row["images_per_second"] / max(rows[0]["images_per_second"] if rows
+                                                                 else row["images_per_second"], 1e-12)
         rows.append(row)
         grid_rows.append(sample_row(spec, seed_list))
     size = max(r.shape[1] for r in grid_rows)
@@ -206,11 +216,12 @@ def make_report(teacher: str, students: Sequence[str] | Mapping[str, str], out_d
     report = dict(teacher=str(teacher), rows=rows, seeds=seed_list, grid=str(grid_path),
                   plot=None if plot_path is None else str(plot_path), quality_metric=key,
                   device=str(jax.devices()[0].device_kind), num_devices=len(jax.devices()))
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    replace_file(out / "report.json", json.dumps(report, indent=2, default=str).encode())
     md = ["# Compression report", "",
           f"Teacher: `{teacher}`. MACs: executed multiply-accumulates of one generated image "
-          f"(gancomp_jax.metrics.cost); compression rate = 1 − MACs/MACs(teacher); images/s: "
-          f"batch {speed_batch}, float32, on {report['device']}.", "",
+          f"(gancomp_jax.metrics.cost); compression rate = 1 − MACs/MACs(teacher); MAC ratio = "
+          f"MACs(teacher)/MACs, the speed-up the MAC count predicts; measured speed-up = images/s over the "
+          f"teacher's images/s; images/s: batch {speed_batch}, float32, on {report['device']}.", "",
           markdown_table(rows), ""]
     for r in rows:
         shares = r["metrics"].get("digits_class_shares")
@@ -220,7 +231,7 @@ def make_report(teacher: str, students: Sequence[str] | Mapping[str, str], out_d
            f"![grid]({grid_path.name})", ""]
     if plot_path:
         md += [f"![{key} vs MACs]({plot_path.name})", ""]
-    (out / "report.md").write_text("\n".join(md))
+    replace_file(out / "report.md", "\n".join(md).encode())
     report["markdown"] = str(out / "report.md")
     return report
 

@@ -101,6 +101,8 @@ def svs_model(src, dst, synthesis: bool = True, torgb: bool = True, overwrite: b
     The metadata keeps ``src``'s and adds ``svs: {source, synthesis, torgb}``.
     """
     from gancomp_jax import checkpoints
+    from gancomp_jax.utils.atomic_dir import check_output_dir
+    check_output_dir(dst, (src,), overwrite, what="output")  # before reading: never replaces src or foreign files
     networks = checkpoints.load_model(src)
     gens = [n for n in ("G", "G_ema") if n in networks]
     if not gens:
@@ -108,4 +110,4 @@ def svs_model(src, dst, synthesis: bool = True, torgb: bool = True, overwrite: b
     out = {n: svs_network(net, synthesis, torgb) if n in gens else net for n, net in networks.items()}
     meta = dict(checkpoints.read_description(src).get("metadata", {}))
     meta["svs"] = {"source": str(src), "synthesis": bool(synthesis), "torgb": bool(torgb)}
-    return str(checkpoints.save_model(dst, out, meta, overwrite=overwrite))
+    return str(checkpoints.save_model(dst, out, meta, overwrite=overwrite, sources=(src,)))

@@ -14,7 +14,8 @@ are named "good". If no checkpoint is intact but some are merely unsealed (the r
 between a save and its seal), nothing is moved and resuming is refused with a message: the run's
 progress is never discarded silently; ``config.restart=True`` moves them aside and starts over.
 
-A ``checksums.json`` is checked before use (an object whose ``files`` maps relative paths inside
+An entry of ``checkpoints/`` that is a symbolic link is refused with one message (never
+followed, never deleted through). A ``checksums.json`` is checked before use (an object whose ``files`` maps relative paths inside
 the step directory to ``[sha256 hex, size]``, at most 16 MiB); one that is not is reported as
 damaged, never a traceback.
 """
@@ -119,6 +120,17 @@ def _step_dirs(directory: Path) -> list[tuple[int, Path]]:
     return sorted(((int(p.name), p) for p in directory.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True)
 
 
+def refuse_links(directory: Path) -> None:
+    """Raises ValueError if an entry of ``directory`` (e.g. ``checkpoints/0``) is a symbolic link:
+    Orbax would follow it when reading and fail or delete through it when pruning old steps."""
+    if not directory.is_dir():
+        return
+    links = sorted(p.name for p in directory.iterdir() if p.is_symlink())
+    if links:
+        raise ValueError(f"{directory / links[0]} is a symbolic link; a run's checkpoints must be real folders "
+                         f"inside it (links are never followed or deleted): remove the link, or use a new --workdir")
+
+
 def _legacy(step_dir: Path) -> bool:
     """A checkpoint of the trainer before checksums (no ``state_format`` in its metadata)."""
     try:
@@ -136,6 +148,7 @@ def select_intact(directory: str | Path, is_main: bool = True, restart: bool = F
     and :class:`UnsealedCheckpointsError` (moving nothing) when no checkpoint verifies but some
     are only unsealed, unless ``restart`` (then they are moved aside and None is returned)."""
     directory = Path(directory)
+    refuse_links(directory)
     checked = []
     for step, path in _step_dirs(directory):
         if not (path / MANIFEST).is_file() and _legacy(path):

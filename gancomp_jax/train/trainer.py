@@ -11,6 +11,7 @@ resuming from ``WORKDIR/checkpoints`` when they exist. What ends up in WORKDIR::
     tb/                   TensorBoard events (scalars and sample grids)
     samples/reals.png     a grid of training images
     samples/fakes<step>.png, samples/fakes_final.png   the sample network on fixed latents
+    samples/teacher.png   distillation: the frozen teacher generator on the same latents (once)
     model/                final exported networks (e.g. G, G_ema, D) in the model-checkpoint format
     best_model/           with config.eval.best_metric: the networks of the best evaluation
 """
@@ -556,6 +557,18 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
     if is_main and start_step == 0 and grid_n:
         reals = next(iter(data.make_pipeline(source, global_batch_size=grid_n, seed=cfg.seed)))["image"]
         write_grid(workdir / "samples" / "reals.png", to_uint8(reals), cfg.grid_cols)
+    if sample_fn is not None and not (workdir / "samples" / "teacher.png").exists():
+        # Distillation: the frozen teacher generator on the same latents, once (teacher vs student).
+        teacher_role = next((r for r, spec in method.networks.items()
+                             if spec.kind == "generator" and not spec.trainable and r in frozen
+                             and nets.configs[r].c_dim == 0 and nets.configs[r].z_dim == grid_z.shape[1]), None)
+        if teacher_role is not None:
+            G_teacher = nets.modules[teacher_role]
+            imgs = multihost_utils.process_allgather(
+                jax.jit(lambda v, z: G_teacher.apply(v, z, None, noise_mode="const"))(frozen[teacher_role], grid_z),
+                tiled=True)
+            if is_main:
+                write_grid(workdir / "samples" / "teacher.png", to_uint8(np.asarray(imgs)), cfg.grid_cols)
 
     # Train loop -------------------------------------------------------------------------------
     total = r.total_steps
