@@ -41,6 +41,8 @@ JOBS = {
     "report": "gancomp_jax.jobs.report",
     "project": "gancomp_jax.jobs.project",
     "style_mixing": "gancomp_jax.jobs.style_mixing",
+    "interpolate": "gancomp_jax.jobs.interpolate",
+    "edit_report": "gancomp_jax.jobs.edit_report",
 }
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"

@@ -167,14 +167,40 @@ class Projection:
         return self.ws[-1:]
 
 
+def make_step(G: Generator, dist: Callable, o: ProjectorOptions, paths: list[tuple[str, ...]]):
+    """``(tx, step)``: the Adam transform and the jitted optimisation step
+    ``step(params, opt_state, lr, noise_scale, key, variables, target_prepared)``. Build it once per
+    generator and loss and pass it to :func:`project` for every target (one compilation)."""
+    cfg = G.config
+    tx = optax.inject_hyperparams(optax.adam)(learning_rate=0.0, b1=0.9, b2=0.999, eps=1e-8)
+
+    def loss_fn(p, noise_scale, k, variables, target_prepared):
+        w = p["w"] + jax.random.normal(k, p["w"].shape, jnp.float32) * noise_scale
+        ws = jnp.broadcast_to(w, (1, cfg.num_ws, cfg.w_dim))
+        img = G.apply(with_noise(variables, paths, p["noise"]), ws, "const", method=Generator.synthesize)
+        d = dist(target_prepared, img)
+        return d + noise_regularization(p["noise"]) * o.regularize_noise_weight, d
+
+    @jax.jit
+    def step(p, s, lr, noise_scale, k, variables, target_prepared):
+        (loss, d), g = jax.value_and_grad(loss_fn, has_aux=True)(p, noise_scale, k, variables, target_prepared)
+        s.hyperparams["learning_rate"] = jnp.asarray(lr, jnp.float32)
+        updates, s = tx.update(g, s, p)
+        p = optax.apply_updates(p, updates)
+        return {"w": p["w"], "noise": normalize_noise(p["noise"])}, s, loss, d
+
+    return tx, step
+
+
 def project(G: Generator, variables: Any, target_u8: np.ndarray, prepare: Callable, dist: Callable,
             o: ProjectorOptions = ProjectorOptions(), *, w_avg_std: tuple[np.ndarray, float] | None = None,
+            step: tuple[Any, Callable] | None = None,
             progress: Callable[[int, float, float], None] | None = None) -> Projection:
     """Projects uint8 ``target_u8 [R, R, C]`` into ``G`` (see the module docstring).
 
     ``prepare``/``dist`` come from :func:`gancomp_jax.editing.perceptual.make_distance`;
-    ``w_avg_std`` reuses precomputed :func:`w_stats`; ``progress(step, dist, loss)`` is called
-    after every step.
+    ``w_avg_std`` reuses precomputed :func:`w_stats`; ``step`` reuses :func:`make_step` (built with
+    the same ``dist``, ``o`` and generator); ``progress(step, dist, loss)`` is called after every step.
     """
     o.validate()
     cfg = G.config
@@ -185,43 +211,26 @@ def project(G: Generator, variables: Any, target_u8: np.ndarray, prepare: Callab
         raise ValueError(f"target has shape {tuple(target_u8.shape)}, the generator needs {want}")
     w_avg, w_std = w_avg_std if w_avg_std is not None else w_stats(G, variables, cfg.z_dim, o.w_avg_samples)
     paths = noise_paths(variables)
+    tx, step_fn = step if step is not None else make_step(G, dist, o, paths)
     key = jax.random.key(o.seed)
     key, *nkeys = jax.random.split(key, len(paths) + 1)
     flat = traverse_util.flatten_dict(dict(variables["buffers"]))
     noise = [jax.random.normal(k, flat[p].shape, jnp.float32) for k, p in zip(nkeys, paths)]
     w0 = np.repeat(w_avg, cfg.num_ws, axis=1) if o.space == "w_plus" else w_avg
     params = {"w": jnp.asarray(w0, jnp.float32), "noise": noise}
-    tx = optax.inject_hyperparams(optax.adam)(learning_rate=0.0, b1=0.9, b2=0.999, eps=1e-8)
     opt_state = tx.init(params)
     target_prepared = prepare(jnp.asarray(target_u8[None]))
-
-    def loss_fn(p, noise_scale, k):
-        w = p["w"] + jax.random.normal(k, p["w"].shape, jnp.float32) * noise_scale
-        ws = jnp.broadcast_to(w, (1, cfg.num_ws, cfg.w_dim))
-        img = G.apply(with_noise(variables, paths, p["noise"]), ws, "const", method=Generator.synthesize)
-        d = dist(target_prepared, img)
-        loss = d + noise_regularization(p["noise"]) * o.regularize_noise_weight
-        return loss, d
-
-    @jax.jit
-    def step_fn(p, s, lr, noise_scale, k):
-        (loss, d), g = jax.value_and_grad(loss_fn, has_aux=True)(p, noise_scale, k)
-        s.hyperparams["learning_rate"] = jnp.asarray(lr, jnp.float32)
-        updates, s = tx.update(g, s, p)
-        p = optax.apply_updates(p, updates)
-        p = {"w": p["w"], "noise": normalize_noise(p["noise"])}
-        return p, s, loss, d
 
     ws_out = np.zeros((o.num_steps, cfg.num_ws, cfg.w_dim), np.float32)
     losses = np.zeros(o.num_steps, np.float32)
     dists = np.zeros(o.num_steps, np.float32)
-    for step in range(o.num_steps):
+    for i in range(o.num_steps):
         key, k = jax.random.split(key)
-        params, opt_state, loss, d = step_fn(params, opt_state, learning_rate(step, o),
-                                             w_noise_scale(step, w_std, o), k)
-        ws_out[step] = np.broadcast_to(np.asarray(params["w"])[0], (cfg.num_ws, cfg.w_dim))
-        losses[step], dists[step] = float(loss), float(d)
+        params, opt_state, loss, d = step_fn(params, opt_state, learning_rate(i, o), w_noise_scale(i, w_std, o), k,
+                                             variables, target_prepared)
+        ws_out[i] = np.broadcast_to(np.asarray(params["w"])[0], (cfg.num_ws, cfg.w_dim))
+        losses[i], dists[i] = float(loss), float(d)
         if progress is not None:
-            progress(step, float(d), float(loss))
+            progress(i, float(d), float(loss))
     noise_out = {"/".join(p): np.asarray(m) for p, m in zip(paths, params["noise"])}
     return Projection(ws_out, noise_out, losses, dists)
