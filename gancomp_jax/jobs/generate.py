@@ -3,12 +3,15 @@
 For each seed: ``z = np.random.RandomState(seed).randn(z_dim)``, image =
 ``G(z, c, truncation_psi, truncation_cutoff, noise_mode)``, uint8 =
 ``clip(img * 127.5 + 128, 0, 255)``, written to ``WORKDIR/seed%04d.png``; all images are also
-tiled into ``WORKDIR/grid.png``. With ``noise_mode='random'`` the noise comes from
+tiled into ``WORKDIR/grid.png``. The workdir must be new, empty or an earlier output of ours (marked
+``.gancomp_jax_output.json``); ``seedNNNN.png`` of an earlier run's other seeds are removed (the
+count is printed). With ``noise_mode='random'`` the noise comes from
 ``jax.random.fold_in(key(noise_seed), seed)``, so re-runs are byte-identical.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jax
@@ -18,8 +21,12 @@ from absl import logging
 
 from gancomp_jax import checkpoints
 from gancomp_jax.models.generator import NOISE_MODES, Generator
+from gancomp_jax.utils.atomic_dir import check_workdir, prepare_workdir
 from gancomp_jax.utils.images import make_grid, save_png, to_uint8
 from gancomp_jax.utils.ranges import parse_seeds
+
+
+_SEED_PNG = re.compile(r"seed\d{4,}\.png")
 
 
 def latents_for_seeds(seeds: list[int], z_dim: int) -> np.ndarray:
@@ -42,18 +49,22 @@ def _validate(config) -> None:
 
 
 def load_generator_source(path: str, network: str = "auto") -> dict[str, checkpoints.Network]:
-    """The networks to sample from: a model directory, a ``.pkl``/``.pt`` file, or a training run.
-
-    A training run directory (with ``checkpoints/``) or one of its ``checkpoints/<step>`` folders
-    gives that run's networks at that step (the latest verified step for a run directory).
-    """
+    """The networks to sample from: any MODEL :func:`gancomp_jax.checkpoints.load_any` reads (a
+    model directory, a training or DGL-GAN run directory or ``checkpoints/<step>`` folder, our
+    ``.nvlabs.safetensors`` export, an NVlabs ``.pkl`` or a rosinality ``.pt``)."""
     names = None if network == "auto" else [network]
-    run = Path(path)
-    if run.is_dir() and ((run / "checkpoints").is_dir() or run.parent.name == "checkpoints"):
-        from gancomp_jax.train.run_models import load_run_networks  # a training run, not a model dir
-
-        return load_run_networks(run, names)
     return checkpoints.load_any(path, names)
+
+
+def remove_stale_seed_images(out: Path, written: list[Path]) -> int:
+    """Deletes ``seedNNNN.png`` files in our workdir ``out`` that this run did not write (an earlier
+    run's other seeds, which would otherwise sit beside the new grid); returns how many."""
+    keep = {p.name for p in written}
+    stale = [p for p in out.iterdir()
+             if _SEED_PNG.fullmatch(p.name) and p.name not in keep and (p.is_file() or p.is_symlink())]
+    for p in stale:
+        p.unlink()
+    return len(stale)
 
 
 def make_generate_fn(G: Generator, truncation_psi: float, truncation_cutoff: int | None, noise_mode: str):
@@ -73,6 +84,7 @@ def run(config, workdir: str) -> list[Path]:
 
         return render_projected_w(config, workdir)
     seeds = parse_seeds(config.seeds)
+    check_workdir(workdir, ("grid.png",))  # new, empty or an earlier output of ours; never other files
     networks = load_generator_source(config.checkpoint, config.network)
     if config.network == "auto":
         name, net = checkpoints.pick_generator(networks)
@@ -95,8 +107,7 @@ def run(config, workdir: str) -> list[Path]:
                          f"{config.checkpoint} is unconditional (c_dim=0); leave class_idx at -1")
     cutoff = config.truncation_cutoff if config.truncation_cutoff is not None and config.truncation_cutoff >= 0 else None
 
-    out = Path(workdir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_workdir(workdir, "generate", ("grid.png",))
     generate = make_generate_fn(Generator(gcfg), float(config.truncation_psi), cutoff, config.noise_mode)
     z_all = latents_for_seeds(seeds, gcfg.z_dim)
     variables = jax.tree.map(jnp.asarray, net.variables)
@@ -130,6 +141,8 @@ def run(config, workdir: str) -> list[Path]:
         grid_path = out / "grid.png"
         save_png(grid_path, make_grid(np.concatenate(images)))
         logging.info("wrote %s", grid_path)
+    stale = remove_stale_seed_images(out, paths)
     print(f"wrote {len(paths)} images to {out} (network {name}, truncation_psi={config.truncation_psi}, "
-          f"noise_mode={config.noise_mode})")
+          f"noise_mode={config.noise_mode})"
+          + (f"; removed {stale} seedNNNN.png of an earlier run with other seeds" if stale else ""))
     return paths

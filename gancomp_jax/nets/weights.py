@@ -19,8 +19,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -29,7 +27,7 @@ import numpy as np
 
 from ..io.safe_files import load_json_file, require_regular_file
 from ..io.torch_pickle import CheckpointFormatError, UnsafePickleError, load_torch_file
-from ..utils.atomic_dir import move_into_place
+from ..utils.atomic_dir import check_output_dir, writing_dir
 
 __all__ = [
     "CONVERTED_FORMAT",
@@ -253,13 +251,10 @@ def save_converted(
 ) -> Path:
     """Write converted variables to ``directory`` atomically (see the module docstring)."""
     directory = Path(directory).absolute()
-    if directory.exists() and not overwrite:
-        raise FileExistsError(f"{directory} already exists; pass overwrite=True to replace it")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.parent / f".{directory.name}.partial-{uuid.uuid4().hex[:8]}"
+    sources = (source,) if source else ()
+    check_output_dir(directory, sources, overwrite, option="overwrite=True", what="output directory")
     sha = file_sha256(source) if source and Path(source).is_file() else None
-    try:
-        tmp.mkdir()
+    with writing_dir(directory, sources) as tmp:
         tree = jax.tree.map(lambda a: np.asarray(a), dict(variables))
         ckptr = _checkpointer()
         ckptr.save(tmp / "variables", tree)
@@ -274,10 +269,6 @@ def save_converted(
             "source_sha256": sha,
         }
         (tmp / _META).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        move_into_place(tmp, directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 
