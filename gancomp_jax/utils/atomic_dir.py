@@ -380,7 +380,7 @@ def writing_dir(directory: str | os.PathLike, sources: Iterable[str | os.PathLik
                 shutil.rmtree(tmp, ignore_errors=True)
     if got:
         if _raises_keyboard_interrupt(old):
-            raise KeyboardInterrupt(f"interrupted while writing {directory}; it was not written, nothing "
+            raise KeyboardInterrupt(f"Ctrl-C while writing {directory}: it was not written, nothing "
                                     "was changed")
         if callable(old):
             old(signal.SIGINT, None)
