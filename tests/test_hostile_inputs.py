@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_hostile_files import _MEASURE, PEAK_RSS_LIMIT_KB, TIME_LIMIT_S, write_zip
+from test_hostile_files import _MEASURE, PEAK_RSS_LIMIT_KB, TIME_LIMIT_S, dumps, tensor, torch_zip, write_zip, zip_storage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -194,8 +194,11 @@ def safetensors_file(path: Path, state: dict[str, np.ndarray]) -> Path:
 
 
 def hf_dir(path: Path, config: object, raw: str | None = None) -> Path:
+    """A Hugging Face model directory: ``config.json`` and a stand-in ``model.safetensors`` (so that a
+    reader that does not check the config first goes on to build the network it declares)."""
     path.mkdir()
     (path / "config.json").write_text(raw if raw is not None else json.dumps(config))
+    safetensors_file(path / "model.safetensors", {"stand_in": np.zeros(1, np.float32)})
     return path
 
 
@@ -480,6 +483,10 @@ def dime_cases(tmp: Path) -> list[tuple[str, Path, dict, tuple[str, ...]]]:
     fifo = tmp / "fifo.npz"
     os.mkfifo(fifo)
     cases.append(("fifo", fifo, dims, ("FIFO",)))
+    numel = 200000 * 200000  # a released-layout .pt whose tensor claims 200000 x 200000 float32
+    data_pkl = dumps({"global_dino_first": tensor(zip_storage("0", numel), (200000, 200000), (200000, 1))}, 2)
+    cases.append(("pt_200000x200000", torch_zip(tmp / "claim.pt", data_pkl, {"0": bytes(16)}), dims,
+                  ("claim.pt", "40000000000")))
     return cases
 
 
