@@ -5,6 +5,7 @@
     python tools/bench.py --what modconv                             # grouped vs shared modconv
     python tools/bench.py --model paper256 --batch 8 --prune_ratio 0.9 --what g   # pruned student
     python tools/bench.py --model paper256 --batch 8 --json out.json
+    python tools/bench.py --model cifar --batch 16 --what train --no_donate   # without state donation
 
 Every figure is a wall-clock median over ``--iters`` timed calls after one warm-up call. Compile
 time (``*_compile_s``) is timed on its own, as ``jax.jit(f).lower(*args).compile()``, so it
@@ -169,9 +170,14 @@ def main(argv=None) -> int:
     p.add_argument("--prune_ratio", type=float, default=0.0,
                    help="remove this fraction of every generator layer's channels (CAGC's uniform "
                         "ratio: keep C - int(C * ratio)) to time a pruned student")
+    p.add_argument("--no_donate", action="store_true",
+                   help="training steps without donating the train state (to measure donation's memory effect)")
     p.add_argument("--json", default="", help="also write the results to this JSON file")
     args = p.parse_args(argv)
     what = [w.strip() for w in args.what.split(",") if w.strip()]
+    if args.no_donate:
+        from gancomp_jax.train import steps as train_steps
+        train_steps.DONATE_STATE = False
     unknown = set(what) - {"g", "d", "train", "modconv"}
     if unknown:
         p.error(f"unknown --what entries {sorted(unknown)}")
@@ -188,6 +194,7 @@ def main(argv=None) -> int:
     results: dict[str, Any] = {"model": args.model, "batch": args.batch, "backend": jax.default_backend(),
                                "device": dev.device_kind, "num_devices": jax.device_count(),
                                "modconv_impl": args.impl, "mixed_precision": args.mixed_precision,
+                               "donate_state": not args.no_donate,
                                "prune_ratio": args.prune_ratio, "g_channels": list(preset.generator.channels),
                                "jax": jax.__version__}
     print(f"# {args.model} batch {args.batch} on {results['backend']} ({results['device']}), jax {jax.__version__}",
