@@ -325,6 +325,11 @@ def test_output_folder_rules(sources, tmp_path, capsys):
     (user / "notes.txt").write_text("mine")
     assert "only replaces an output of gancomp_jax" in run_cli(capsys, src, user, "--format", "onnx", "--overwrite")
     assert sorted(p.name for p in user.iterdir()) == ["notes.txt"]
+    # ... nor a model directory (ours, but not an export)
+    model = tmp_path / "model"
+    checkpoints.save_model(model, {"G_ema": checkpoints.load_any(src)["G_ema"]})
+    assert "only replaces an earlier export" in run_cli(capsys, src, model, "--format", "onnx", "--overwrite")
+    assert sorted(p.name for p in model.iterdir()) == ["model.json", "variables"]
     assert leftovers(tmp_path) == []
 
 

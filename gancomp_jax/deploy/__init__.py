@@ -7,8 +7,8 @@
   unless baked in) to ``image`` float32 ``[N, 3, R, R]`` — see :mod:`.forward`;
 * ``signature.json``: inputs, output, options, cost, the source's sha256, timings;
 * ``README.md``: the same for people, with onnxruntime/numpy (or jax) usage (:mod:`.readme`);
-* ``.gancomp_jax_output.json``: the marker ``{"tool": "export_model"}`` that lets ``--overwrite``
-  replace this folder later (and nothing that is not ours).
+* ``.gancomp_jax_output.json``: the marker ``{"tool": "export_model"}``; ``--overwrite`` replaces
+  only a folder carrying it (an earlier export), never a model directory or another tool's output.
 
 The folder is written beside ``OUT_DIR`` and moved into place when complete
 (:func:`gancomp_jax.utils.atomic_dir.writing_dir`), so an error leaves nothing behind.
@@ -107,10 +107,17 @@ def export_generator(model: str, out_dir: str, fmt: str, truncation_psi: float |
     from gancomp_jax.deploy.readme import render
     from gancomp_jax.metrics.cost import generator_cost
     from gancomp_jax.prune.pipeline import teacher_sha256
-    from gancomp_jax.utils.atomic_dir import check_output_dir, write_marker, writing_dir
+    from gancomp_jax.utils.atomic_dir import (OutputRefused, check_output_dir, read_marker, write_marker,
+                                              writing_dir)
 
     check_request(fmt, noise_mode, dtype, batch, truncation_psi)
     check_output_dir(out_dir, [model], overwrite, what="OUT_DIR")
+    if Path(out_dir).exists():  # --overwrite: only an earlier export, not any other output of ours
+        marker = read_marker(out_dir)
+        if not marker or marker.get("tool") != TOOL:
+            what = f"an output of {marker['tool']}" if marker else "a model or feature-network directory"
+            raise OutputRefused(f"--overwrite only replaces an earlier export of export_model, and {out_dir} is "
+                                f"{what}; nothing was changed")
     name, net = load_export_generator(model, network)
     cfg = net.config
     specs = input_specs(cfg, truncation_psi)

@@ -14,7 +14,8 @@ network, ``w_avg`` truncation of all layers, and the stored per-layer noise maps
 (``noise_mode='const'``) or no noise (``'none'``). ``'random'`` noise is refused: a graph that
 draws noise is not a deterministic function of its inputs, and the exporters need one.
 
-``dtype='float32'`` runs every layer in float32 (the generate job's ``force_fp32``).
+The modulated convolution runs in its ``'shared'`` form whatever the model's ``modconv_impl``
+(see :func:`deploy_config`). ``dtype='float32'`` runs every layer in float32 (the generate job's ``force_fp32``).
 ``dtype='float16'`` stores the synthesis weights as float16 and runs every synthesis block in
 float16 (NVlabs' ``num_fp16_res`` = all blocks, with its float16 pre-normalisation of the
 modulated convolution); the mapping network, ``w_avg`` and the output stay float32.
@@ -58,7 +59,13 @@ def check_options(noise_mode: str, dtype: str) -> None:
 
 
 def deploy_config(cfg: GeneratorConfig, dtype: str) -> GeneratorConfig:
-    """The generator description the exported graph runs (see the module docstring)."""
+    """The generator description the exported graph runs (see the module docstring).
+
+    The modulated convolution always runs in its ``'shared'`` form (plain convolutions): the
+    ``'grouped'`` form needs one convolution group per sample, which a graph with a dynamic
+    batch cannot have. Both forms compute the same numbers (``gancomp_jax.ops.modconv``).
+    """
+    cfg = cfg.replace(modconv_impl="shared")
     if dtype == "float16":
         return cfg.replace(num_mixed_res=len(block_resolutions(cfg.img_resolution)), mixed_dtype="float16")
     return cfg.replace(num_mixed_res=0)
