@@ -257,6 +257,21 @@ def test_init_model_and_prune_never_replace_user_folders_or_the_teacher(tmp_path
     assert snapshot(tmp_path) == before
 
 
+def test_training_refuses_a_folder_of_user_files(tmp_path, user_tree):
+    """A training run writes config.json, model/, samples/ ... into its workdir: a folder of other
+    files is refused before anything runs (before: config.json and model/ written among them)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_train import tiny_config
+
+    from gancomp_jax.train.trainer import train
+
+    (user_tree / "config.json").write_text('{"mine": 1}')
+    before = snapshot(tmp_path)
+    with pytest.raises(OutputRefused, match="config.json"):
+        train(tiny_config(total_steps=1), user_tree)
+    assert snapshot(tmp_path) == before
+
+
 def test_report_and_generate_refuse_foreign_workdirs(tmp_path, user_tree, model_dir):
     """Issue 23: report (and prune) silently replaced report.md / grid.png / report.json."""
     from gancomp_jax.jobs.report import make_report

@@ -45,6 +45,7 @@ from gancomp_jax.models import get_preset
 from gancomp_jax.models.presets import Preset
 from gancomp_jax.train import sharding as shd
 from gancomp_jax.train.checkpointing import TrainCheckpointer, select_intact
+from gancomp_jax.utils.atomic_dir import check_run_workdir, write_marker
 from gancomp_jax.train.errors import NonFiniteLossError, TrainingDataError, TrainingInterrupted
 from gancomp_jax.train.metrics_writer import MetricsWriter, write_grid
 from gancomp_jax.train.networks import Networks
@@ -428,6 +429,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, hooks: Sequenc
 
 
 def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hook]) -> TrainResult:
+    # new, empty, an earlier run or marked as ours: never a folder of other files (nor a link)
+    check_run_workdir(workdir)
+    if jax.process_index() == 0:
+        write_marker(workdir, "train")
     _setup_runtime(config, workdir)
     r = resolve_config(config)
     cfg = r.config

@@ -35,7 +35,7 @@ from typing import Iterable, Iterator
 
 __all__ = ["MARKER", "MODEL_DIR_ENTRIES", "FEATURE_NET_ENTRIES", "OutputRefused", "is_model_dir",
            "is_ours", "read_marker", "write_marker", "check_output_dir", "check_workdir",
-           "check_output_file", "prepare_workdir", "temp_dir_beside", "move_into_place",
+           "check_output_file", "check_run_workdir", "prepare_workdir", "temp_dir_beside", "move_into_place",
            "clean_stale_temporaries", "replace_file", "writing_dir"]
 
 MARKER = ".gancomp_jax_output.json"
@@ -245,6 +245,16 @@ def prepare_workdir(workdir: str | os.PathLike, tool: str, replaces: Iterable[st
     check_workdir(workdir, replaces)
     write_marker(workdir, tool)
     return Path(workdir)
+
+
+def check_run_workdir(workdir: str | os.PathLike) -> None:
+    """Raises unless a training run may use ``workdir``: new, empty, marked as ours, or an earlier
+    run (``checkpoints/`` inside, from before the marker existed). Never a link or a folder of
+    other files (the trainer writes ``config.json``, ``model/``, ``samples/`` ... into it)."""
+    workdir = Path(workdir)
+    if not workdir.is_symlink() and (workdir / "checkpoints").is_dir() and read_marker(workdir) is None:
+        return
+    check_workdir(workdir, ("config.json", "model", "samples", "metrics.jsonl"))
 
 
 def temp_dir_beside(directory: str | os.PathLike) -> Path:
