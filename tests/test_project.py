@@ -100,6 +100,20 @@ def test_rerun_of_a_finished_projection_does_nothing(projected, capsys):
         cli.run_job(project_config(target=target, num_steps=7, video="gif", video_every=20), str(out))
 
 
+def test_w_plus_and_optimized_noise_render(teacher_images, tmp_path):
+    out = tmp_path / "wp"
+    cli.run_job(project_config(target=str(teacher_images[1]), space="w_plus", render_noise="optimized",
+                               num_steps=5, w_avg_samples=64), str(out))
+    w = np.load(out / "projected_w.npz")["w"]
+    assert w.shape == (1, 8, 64) and not np.allclose(w[0, 0], w[0, -1])   # one w per layer
+    noise = np.load(out / "projected_noise.npz")
+    want = ["synthesis.b4.conv1.noise_const"] + [f"synthesis.b{r}.conv{i}.noise_const" for r in (8, 16, 32)
+                                                  for i in (0, 1)]
+    assert sorted(noise.files) == sorted(want)
+    for k in noise.files:                                             # renormalised: zero mean, unit mean square
+        assert abs(noise[k].mean()) < 1e-4 and np.mean(noise[k] ** 2) == pytest.approx(1.0, rel=1e-3)
+
+
 def test_batch_mode_resumes_after_an_interruption(teacher_images, tmp_path, monkeypatch):
     folder = tmp_path / "targets"
     folder.mkdir()

@@ -57,6 +57,7 @@ def test_area_downsample_is_torch_area():
     assert np.abs(got - want.numpy().transpose(0, 2, 3, 1)).max() < 1e-5
 
 
+@pytest.mark.slow  # compiling VGG16's gradient takes ~10 s of CPU; the distance itself is tested above
 def test_project_job_with_vgg_loss_reports_lpips(trunk, tmp_path):
     from PIL import Image
 
