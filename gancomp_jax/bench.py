@@ -6,6 +6,7 @@
     python tools/bench.py --model paper256 --batch 8 --prune_ratio 0.9 --what g   # pruned student
     python tools/bench.py --model paper256 --batch 8 --json out.json
     python tools/bench.py --model cifar --batch 16 --what train --no_donate   # without state donation
+    python tools/bench.py --model small32 --batch 16 --what pipeline,train --data_source zip --data_path d.zip
 
 Every figure is a wall-clock median over ``--iters`` timed calls after one warm-up call. Compile
 time (``*_compile_s``) is timed on its own, as ``jax.jit(f).lower(*args).compile()``, so it
@@ -143,6 +144,25 @@ def bench_train(preset, batch: int, iters: int, impl: str) -> dict[str, float]:
     return out
 
 
+def bench_pipeline(source: str, path: str, resolution: int, batch: int, worker_count: int, batches: int
+                   ) -> dict[str, float]:
+    """Images/s of the input pipeline alone (decode, x-flip, batching; Grain workers), after one
+    warm-up batch: compare with ``train_img_per_s`` (``--what pipeline,train``)."""
+    from gancomp_jax import data
+
+    cfg = data.default_data_config()
+    cfg.source, cfg.path, cfg.resolution, cfg.xflip, cfg.worker_count = source, path, resolution, True, worker_count
+    it = data.make_pipeline(data.build_source(cfg), global_batch_size=batch, seed=0, xflip=True,
+                            worker_count=worker_count)
+    next(it)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    dt = time.perf_counter() - t0
+    it.close()
+    return {"pipeline_img_per_s": batches * batch / dt, "pipeline_worker_count": float(worker_count)}
+
+
 def bench_modconv(batch: int, iters: int, channels: int = 256, res: int = 64) -> dict[str, float]:
     """Grouped (per-sample kernels) vs shared-weight modulated 3×3 conv, forward only."""
     x = jax.random.normal(jax.random.key(0), (batch, res, res, channels))
@@ -170,6 +190,10 @@ def main(argv=None) -> int:
     p.add_argument("--prune_ratio", type=float, default=0.0,
                    help="remove this fraction of every generator layer's channels (CAGC's uniform "
                         "ratio: keep C - int(C * ratio)) to time a pruned student")
+    p.add_argument("--data_source", default="digits", help="--what pipeline: data source (digits, zip, folder, ...)")
+    p.add_argument("--data_path", default="", help="--what pipeline: zip / folder path")
+    p.add_argument("--worker_count", type=int, default=0, help="--what pipeline: Grain worker processes")
+    p.add_argument("--pipeline_batches", type=int, default=20, help="--what pipeline: batches timed")
     p.add_argument("--no_donate", action="store_true",
                    help="training steps without donating the train state (to measure donation's memory effect)")
     p.add_argument("--json", default="", help="also write the results to this JSON file")
@@ -178,7 +202,7 @@ def main(argv=None) -> int:
     if args.no_donate:
         from gancomp_jax.train import steps as train_steps
         train_steps.DONATE_STATE = False
-    unknown = set(what) - {"g", "d", "train", "modconv"}
+    unknown = set(what) - {"g", "d", "train", "modconv", "pipeline"}
     if unknown:
         p.error(f"unknown --what entries {sorted(unknown)}")
     try:
@@ -202,12 +226,21 @@ def main(argv=None) -> int:
     runners = {"g": lambda: bench_generator(preset, args.batch, args.iters, args.impl),
                "d": lambda: bench_discriminator(preset, args.batch, args.iters),
                "train": lambda: bench_train(preset, args.batch, args.iters, args.impl),
-               "modconv": lambda: bench_modconv(args.batch, args.iters)}
+               "modconv": lambda: bench_modconv(args.batch, args.iters),
+               "pipeline": lambda: bench_pipeline(args.data_source, args.data_path, preset.generator.img_resolution,
+                                                  args.batch, args.worker_count, args.pipeline_batches)}
     for w in what:
         r = runners[w]()
         for k, v in r.items():
             print(f"{k:32s} {v:12.3f}", flush=True)
         results.update(r)
+    if "pipeline_img_per_s" in results and "train_img_per_s" in results:
+        ratio = results["pipeline_img_per_s"] / results["train_img_per_s"]
+        results["pipeline_over_train"] = ratio
+        print(f"{'pipeline_over_train':32s} {ratio:12.3f}", flush=True)
+        if ratio < 1:
+            print("warning: the input pipeline alone is slower than the training steps: it is the bottleneck "
+                  "(raise --worker_count / config.data.worker_count)", flush=True)
     peak, how = peak_memory_gib()
     results["peak_memory_gib"] = peak
     results["peak_memory_source"] = how
