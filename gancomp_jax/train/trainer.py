@@ -26,6 +26,7 @@ import math
 import resource
 import shutil
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -236,6 +237,25 @@ def _setup_runtime(config, workdir: Path) -> None:
     if cache:
         jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+INPUT_BOUND_FRACTION = 0.2  # warn when the loop waits on the input pipeline for longer than this
+
+
+def warn_if_input_bound(images: int, data_wait: float, seconds: float, warned: list) -> bool:
+    """Warns once (``warned`` collects it) when the train loop spent more than
+    INPUT_BOUND_FRACTION of ``seconds`` waiting for batches: the input pipeline, not the
+    accelerator, sets the speed. Returns True when it warned."""
+    if warned or seconds <= 0 or data_wait <= INPUT_BOUND_FRACTION * seconds:
+        return False
+    warned.append(True)
+    steps_only = images / max(seconds - data_wait, 1e-9)
+    msg = (f"warning: the input pipeline is the bottleneck: the loop waited for data {100 * data_wait / seconds:.0f} % "
+           f"of the time ({images / seconds:.1f} img/s overall; the steps alone would run at {steps_only:.1f} img/s). "
+           f"Raise config.data.worker_count (Grain worker processes), store the data as a zip at the model "
+           f"resolution, or measure the pipeline alone with tools/bench.py --what pipeline")
+    print(msg, file=sys.stderr, flush=True)
+    return True
 
 
 def _grid_latents(seed: int, n: int, z_dim: int) -> np.ndarray:
@@ -580,6 +600,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
     avg = _Averager()
     t_start = time.time()
     t_tick, n_tick = time.time(), 0
+    data_wait, input_warned = 0.0, []  # seconds waiting for the input pipeline (this log interval)
     pbar = tqdm(total=total, initial=start_step, unit="step", disable=not (is_main and cfg.progress),
                 dynamic_ncols=True, mininterval=2.0)
     logging.info("training %s (%s %dpx) for %d steps (batch %d, %d device(s), %s sharding) in %s",
@@ -601,6 +622,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
         while step < total:
             if stop.requested:
                 raise KeyboardInterrupt
+            t_data = time.perf_counter()
             try:
                 host_batch = next(it)
             except Exception as e:  # pylint: disable=broad-exception-caught
@@ -617,6 +639,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
                     f"{'step ' + str(good) if good is not None else 'none'} in {ckpt.directory}; replace the file "
                     f"with a readable image of the same size (removing it changes the dataset, which a run cannot "
                     f"resume with) and re-run the same command to resume") from None
+            data_wait += time.perf_counter() - t_data
             batch = shd.global_batch(host_batch, batch_sh)
             state, metrics = run_iteration(steps, state, frozen, batch, step)
             metrics = jax.device_get(metrics)
@@ -635,13 +658,16 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
                 dt = time.time() - t_tick
                 scalars = avg.pop()
                 scalars.update({"Progress/kimg": step * B / 1000, "Timing/img_per_sec": n_tick * B / max(dt, 1e-9),
-                                "Timing/sec_per_step": dt / max(n_tick, 1)})
+                                "Timing/sec_per_step": dt / max(n_tick, 1),
+                                "Timing/data_wait_frac": data_wait / max(dt, 1e-9)})
+                if is_main:
+                    warn_if_input_bound(n_tick * B, data_wait, dt, input_warned)
                 writer.scalars(step, scalars)
                 losses = " | ".join(f"{p.metric_name} {scalars[p.metric_name]:.3f}" for p in method.phases
                                     if p.interval == 1 and p.metric_name in scalars)
                 pbar.set_postfix_str(f"kimg {step * B / 1000:.1f} | {scalars['Timing/img_per_sec']:.0f} img/s | "
                                      f"{losses}", refresh=False)
-                t_tick, n_tick = time.time(), 0
+                t_tick, n_tick, data_wait = time.time(), 0, 0.0
             if cfg.sample_every_steps and step % cfg.sample_every_steps == 0 and step != total:
                 write_samples(f"{step:06d}", state)
             if eval_every > 0 and int(step * B / (eval_every * 1000)) > int((step - 1) * B / (eval_every * 1000)):
