@@ -435,6 +435,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, hooks: Sequenc
     directory this call created is removed), NonFiniteLossError when a loss becomes NaN/Inf,
     TrainingInterrupted on Ctrl-C (the message says how to resume).
     """
+    if "://" in str(workdir):
+        raise ValueError(f"workdir {workdir}: a run directory must be a file-system path (sealed checkpoints "
+                         f"are checksummed file by file on a local or mounted disk); for Cloud Storage mount the "
+                         f"bucket (gcsfuse) or use a mounted Google Drive folder")
     workdir = Path(workdir).absolute()
     created = not workdir.exists()
     try:
