@@ -249,6 +249,31 @@ def test_float16_export_is_close(sources, tmp_path):
     assert float(np.abs(got - f32).max()) < 0.05 and s["dtype"] == "float16"
 
 
+@pytest.mark.parametrize("fmt", ["stablehlo", pytest.param("onnx", marks=[needs_jax2onnx, pytest.mark.slow])])
+def test_conditional_model_takes_labels(fmt, tmp_path):
+    """A class-conditional generator (c_dim 4, random weights): the graph takes ``c`` after ``z``."""
+    from gancomp_jax.models import get_preset
+
+    cfg = get_preset("tiny16").generator.replace(c_dim=4)
+    net = checkpoints.init_network("generator", cfg, jax.random.key(1))
+    rng = np.random.default_rng(0)  # noise strengths and all else away from their zero init
+    net.variables = jax.tree.map(lambda a: (rng.standard_normal(a.shape) * 0.3).astype(np.float32), net.variables)
+    checkpoints.save_model(tmp_path / "m", {"G_ema": net})
+    s = export_generator(str(tmp_path / "m"), str(tmp_path / fmt), fmt)
+    assert [i["name"] for i in s["inputs"]] == ["z", "c", "truncation_psi"]
+    z = latents_for_seeds(SEEDS[:3], 32)
+    c = np.eye(4, dtype=np.float32)[[0, 2, 3]]
+    fn = make_generate_fn(Generator(cfg), 0.7, None, "const")
+    want = np.transpose(np.asarray(fn(net.variables, z, c, jax.random.key(0))), (0, 3, 1, 2))
+    psi = np.array(0.7, np.float32)
+    if fmt == "onnx":
+        got = onnx_run(tmp_path / fmt / "generator.onnx", {"z": z, "c": c, "truncation_psi": psi})
+    else:
+        got = np.asarray(jax.export.deserialize(bytearray((tmp_path / fmt / "generator.stablehlo").read_bytes()))
+                         .call(z, c, psi))
+    assert_same_images(got, want)
+
+
 # ---------------------------------------------------------------------------------------------
 # The dependency-light example script.
 
