@@ -286,6 +286,10 @@ def test_report_and_generate_refuse_foreign_workdirs(tmp_path, user_tree, model_
     cfg.checkpoint = str(model_dir)
     with pytest.raises(OutputRefused, match="grid.png"):
         run_job(cfg, str(user_tree))
+    cfg = _experiment("evaluate")
+    cfg.model, cfg.metrics = str(model_dir), "fid_digits"
+    with pytest.raises(OutputRefused, match="not outputs of gancomp_jax"):
+        run_job(cfg, str(user_tree))
     assert snapshot(tmp_path) == before
 
 

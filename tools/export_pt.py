@@ -4,7 +4,8 @@
     python tools/export_pt.py MODEL OUT_DIR [--which G_ema,G,D] [--format rosinality,safetensors]
                                             [--writer auto|torch|zip] [--overwrite]
 
-MODEL is a model directory, an NVlabs ``.pkl`` or a rosinality ``.pt``. OUT_DIR receives
+MODEL is anything :func:`gancomp_jax.checkpoints.load_any` reads (a model directory, a training,
+DGL-GAN or prune run directory, an NVlabs ``.pkl``, a rosinality ``.pt``). OUT_DIR receives
 
 * ``rosinality.pt``: a rosinality stylegan2-pytorch / CAGC checkpoint ``{'g_ema', 'g', 'd',
   'latent_avg'}`` (those present; per-layer widths as the tensors have them, like CAGC's pruned
@@ -39,7 +40,7 @@ EXIT_BAD_INPUT = 2
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="model directory, NVlabs .pkl or rosinality .pt")
+    p.add_argument("model", help="model directory, run directory, NVlabs .pkl or rosinality .pt")
     p.add_argument("out_dir", help="output directory")
     p.add_argument("--which", default="all", help="networks: comma-separated G_ema,G,D or all (default)")
     p.add_argument("--format", default="rosinality,safetensors",

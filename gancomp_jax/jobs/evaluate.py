@@ -55,6 +55,9 @@ def run(config, workdir: str) -> list[dict]:
     from gancomp_jax.data import build_source
     from gancomp_jax.metrics import registry
 
+    from gancomp_jax.utils.atomic_dir import check_workdir, prepare_workdir
+
+    check_workdir(workdir)  # new, empty or an earlier output of ours: records never land among other files
     names = [m.strip() for m in str(config.metrics).split(",") if m.strip()]
     if not names:
         raise ValueError("config.metrics is empty; e.g. --config.metrics=fid50k_full,kid50k_full")
@@ -87,8 +90,7 @@ def run(config, workdir: str) -> list[dict]:
         fid_convention=config.fid_convention, batch_size=int(config.batch_size),
         num_gen=int(config.num_gen) or None, max_real=int(config.max_real) or None,
         seed=int(config.seed), cache=bool(config.cache), progress=bool(config.progress))
-    out = Path(workdir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_workdir(workdir, "evaluate")
     records = []
     for m in names:
         logging.info("computing %s", m)
