@@ -41,7 +41,7 @@ import jax.numpy as jnp
 
 from gancomp_jax.models import Discriminator, Generator, mix_styles, sample_mixing_cutoff
 
-KINDS = ("generator", "discriminator", "module")
+KINDS = ("generator", "discriminator", "module", "biggan_generator", "biggan_discriminator")
 NOISE_MODES = ("independent", "shared")
 
 
@@ -52,8 +52,10 @@ class NetworkSpec:
     Attributes:
       kind: ``'generator'`` (:class:`~gancomp_jax.models.Generator`), ``'discriminator'``
         (:class:`~gancomp_jax.models.Discriminator`; the trainer sets its minibatch-std shards
-        to the data-parallel device count) or ``'module'`` (any flax module: give ``module`` and
-        ``init``).
+        to the data-parallel device count), ``'biggan_generator'`` / ``'biggan_discriminator'``
+        (:mod:`gancomp_jax.models.biggan`; variables ``{'params', 'buffers'}``; the method applies
+        them itself and writes their updated buffers to ``ctx.new_buffers[role]``) or
+        ``'module'`` (any flax module: give ``module`` and ``init``).
       config: ``GeneratorConfig`` / ``DiscriminatorConfig`` for the two StyleGAN2 kinds. May be
         None when ``source`` is a file or model directory: the stored description is used.
       source: where the weights come from:
@@ -163,6 +165,11 @@ class Method:
         ``'shared'`` (all generator roles use the latents' noise key: teacher and student get
         the same noise where their layers have the same shapes).
       ema_kimg, ema_rampup: EMA half-life in kimg and NVlabs' ramp-up (None: none).
+      ema_decay, ema_start_step: a fixed per-iteration decay instead (BigGAN-PyTorch's
+        ``utils.ema``: ``ema = decay·ema + (1-decay)·net``, the EMA copies the network while
+        the 1-based iteration is below ``ema_start_step``); None: the half-life rule.
+      ema_buffers: average the buffers too (BigGAN-PyTorch averages its whole state dict);
+        False: buffers are copied from the trained network.
       sample_network: the exported name of the network drawn in the sample grids
         (e.g. ``'G_ema'``).
       metadata: extra facts stored with the exported model.
@@ -176,6 +183,9 @@ class Method:
     noise: str = "independent"
     ema_kimg: float = 10.0
     ema_rampup: float | None = None
+    ema_decay: float | None = None
+    ema_start_step: int = 0
+    ema_buffers: bool = False
     sample_network: str | None = None
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 

@@ -19,11 +19,6 @@ from gancomp_jax.methods.base import Context, Method, Phase
 from gancomp_jax.train.state import TrainState
 
 
-# The jitted steps donate the train state: XLA reuses its buffers for the new state instead of
-# holding both (False only to measure that: tools/bench.py --no_donate).
-DONATE_STATE = True
-
-
 def phase_key(state: TrainState, key_id: int) -> jax.Array:
     key = jax.random.wrap_key_data(state.key)
     return jax.random.fold_in(jax.random.fold_in(key, state.step), key_id)
@@ -86,11 +81,17 @@ def make_ema_fn(method: Method, batch_size: int):
         if method.ema_rampup is not None:
             ema_nimg = jnp.minimum(ema_nimg, cur_nimg * method.ema_rampup)
         beta = jnp.power(0.5, B / jnp.maximum(ema_nimg, 1e-8))
+        if method.ema_decay is not None:  # BigGAN-PyTorch: fixed decay, a copy before the start iteration
+            beta = jnp.where(state.step + 1 < int(method.ema_start_step), 0.0, jnp.float32(method.ema_decay))
         ema, metrics = {}, {}
         for role, e in state.ema.items():
             cur = state.params[role]
             new = {"params": jax.tree.map(lambda p, q: p + beta * (q - p), cur["params"], e["params"])}
-            new.update({k: v for k, v in cur.items() if k != "params"})  # buffers follow the network
+            for k, v in cur.items():
+                if k == "params":
+                    continue
+                new[k] = (jax.tree.map(lambda p, q: p + beta * (q - p), v, e[k]) if method.ema_buffers and k in e
+                          else v)  # buffers follow the network unless averaged
             ema[role] = new
             metrics[f"{role}/ema_beta"] = beta
         return state.replace(ema=ema, step=state.step + 1), metrics
@@ -103,10 +104,9 @@ def build_steps(method: Method, modules: Mapping[str, Any], txs: Mapping[str, op
     """Jitted steps. Shardings are NamedSharding trees (None: JAX places everything)."""
     def jit(fn, n_args):
         if state_sharding is None:
-            return jax.jit(fn, donate_argnums=0 if DONATE_STATE else ())
+            return jax.jit(fn, donate_argnums=0)
         in_sh = (state_sharding, frozen_sharding, batch_sharding)[:n_args]
-        return jax.jit(fn, in_shardings=in_sh, out_shardings=(state_sharding, None),
-                       donate_argnums=0 if DONATE_STATE else ())
+        return jax.jit(fn, in_shardings=in_sh, out_shardings=(state_sharding, None), donate_argnums=0)
 
     ids = method.phase_key_ids()
     phases = [(p, jit(make_phase_fn(p, k, method, modules, txs, batch_size, batch_sharding), 3))
