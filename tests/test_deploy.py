@@ -300,6 +300,20 @@ def test_onnx_generate_writes_the_generate_jobs_pngs(sources, exports, tmp_path)
         assert a.shape == b.shape == (32, 32, 3) and np.abs(a - b).max() <= 1
 
 
+@pytest.mark.parametrize("fmt", [pytest.param("onnx", marks=needs_jax2onnx), "stablehlo"])
+def test_generated_readme_usage_runs(fmt, exports, monkeypatch):
+    """The Python example in OUT_DIR/README.md runs as written, in OUT_DIR."""
+    out, s = exports("student", fmt)
+    text = (out / "README.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(out)
+    scope: dict = {}
+    exec(compile(code, str(out / "README.md"), "exec"), scope)
+    assert scope["uint8"].shape == (4, 32, 32, 3) and scope["uint8"].dtype == np.uint8
+    want = to_uint8(np.transpose(job_images(s["source"], [0, 1, 2, 3], 0.7), (0, 2, 3, 1)))
+    assert np.abs(scope["uint8"].astype(int) - want.astype(int)).max() <= 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input: one error line, exit 2, nothing written.
 
