@@ -1,5 +1,10 @@
 """The networks of a method: flax modules from specs, initial / frozen variables from sources,
-and a content digest (sha256) that identifies frozen networks across resumes."""
+and a content digest (sha256) that identifies frozen networks across resumes.
+
+With ``mixed_precision`` every generator and discriminator of the method (trained or frozen,
+initialised or read from a file: teacher, student, D_S, D_T, ...) runs with NVlabs' rule
+(:func:`mixed_precision_config`); the configs recorded for resume checks and exports are the
+mixed ones, as NVlabs' pickles record ``num_fp16_res`` and ``conv_clamp``."""
 
 from __future__ import annotations
 
@@ -13,6 +18,10 @@ import numpy as np
 from gancomp_jax import checkpoints
 from gancomp_jax.methods.base import Method, NetworkSpec
 from gancomp_jax.models import Discriminator, Generator
+
+
+MIXED_RES = 4             # NVlabs' num_fp16_res
+MIXED_CONV_CLAMP = 256.0  # NVlabs' conv_clamp with mixed precision
 
 
 def variables_sha256(variables: Any) -> str:
@@ -51,6 +60,15 @@ def load_source(role: str, spec: NetworkSpec) -> checkpoints.Network:
     return net
 
 
+def mixed_precision_config(config, num_mixed_res: int = MIXED_RES, conv_clamp: float = MIXED_CONV_CLAMP):
+    """NVlabs' mixed-precision rule for a generator / discriminator config: the
+    ``num_mixed_res`` highest resolutions computed in ``config.mixed_dtype`` (bfloat16 by
+    default; parameters, optimiser state and EMAs stay float32) and activations clamped to
+    ``±conv_clamp`` (kept when the config already sets a clamp)."""
+    return config.replace(num_mixed_res=max(int(config.num_mixed_res), num_mixed_res),
+                          conv_clamp=config.conv_clamp if config.conv_clamp is not None else conv_clamp)
+
+
 def make_module(spec: NetworkSpec, config, mbstd_num_shards: int):
     if spec.kind == "generator":
         return Generator(config)
@@ -79,8 +97,9 @@ class Networks:
       sources: role → {'source', 'name', 'sha256'} of every network read from a source.
     """
 
-    def __init__(self, method: Method, mbstd_num_shards: int):
+    def __init__(self, method: Method, mbstd_num_shards: int, mixed_precision: bool = False):
         self.method = method
+        self.mixed_precision = bool(mixed_precision)
         self.modules: dict[str, Any] = {}
         self.configs: dict[str, Any] = {}
         self.loaded: dict[str, Any] = {}
@@ -102,6 +121,8 @@ class Networks:
                 self.sources[role]["sha256"] = variables_sha256(self.loaded[role])
             elif spec.kind != "module" and config is None:
                 raise ValueError(f"network {role!r}: source 'init' needs an architecture config")
+            if self.mixed_precision and spec.kind in ("generator", "discriminator"):
+                config = mixed_precision_config(config)
             self.configs[role] = config
             self.modules[role] = make_module(spec, config, mbstd_num_shards)
 

@@ -19,6 +19,11 @@ from gancomp_jax.methods.base import Context, Method, Phase
 from gancomp_jax.train.state import TrainState
 
 
+# The jitted steps donate the train state: XLA reuses its buffers for the new state instead of
+# holding both (False only to measure that: tools/bench.py --no_donate).
+DONATE_STATE = True
+
+
 def phase_key(state: TrainState, key_id: int) -> jax.Array:
     key = jax.random.wrap_key_data(state.key)
     return jax.random.fold_in(jax.random.fold_in(key, state.step), key_id)
@@ -104,9 +109,10 @@ def build_steps(method: Method, modules: Mapping[str, Any], txs: Mapping[str, op
     """Jitted steps. Shardings are NamedSharding trees (None: JAX places everything)."""
     def jit(fn, n_args):
         if state_sharding is None:
-            return jax.jit(fn, donate_argnums=0)
+            return jax.jit(fn, donate_argnums=0 if DONATE_STATE else ())
         in_sh = (state_sharding, frozen_sharding, batch_sharding)[:n_args]
-        return jax.jit(fn, in_shardings=in_sh, out_shardings=(state_sharding, None), donate_argnums=0)
+        return jax.jit(fn, in_shardings=in_sh, out_shardings=(state_sharding, None),
+                       donate_argnums=0 if DONATE_STATE else ())
 
     ids = method.phase_key_ids()
     phases = [(p, jit(make_phase_fn(p, k, method, modules, txs, batch_size, batch_sharding), 3))
