@@ -8,12 +8,19 @@
 Variants (``--config experiments/cagc_kd.py:VARIANT``, combine with ``+``):
 
 - ``ffhq256`` (default): ``train_hyperparams.py`` — batch 16, lr 0.002, Adam (0, 0.99), R1 γ 10
-  every 16, path length 2 every 4 (batch / 2), style mixing 0.9, G EMA ``0.5^(32/10000)``
-  (half-life 10 kimg), 450,001 iterations (the README command; 7,200 kimg), x-flips;
+  every 16, path length 2 every 4 (batch / 2), style mixing 0.9, G EMA ``accum = 0.5^(32/10000)``
+  per iteration — at batch 16 a half-life of 10000/32 iterations = 5 kimg, so ``ema_kimg = 5``
+  (our EMA is ``0.5^(B / (ema_kimg·1000))`` per step), 450,001 iterations (the README command;
+  7,200 kimg), x-flips;
   ``kd_l1_mode='Output_Only'``, ``kd_percept_mode='LPIPS'``, λ 3 and 3, face mask, the
   student's D from the teacher's, independent teacher noise.
 - ``intermediate`` (L1 on every partial RGB image), ``vgg`` (VGG content + Gram instead of
   LPIPS), ``no_mask``, ``shared_noise``.
+- ``released``: ``ffhq256`` with every choice where a default of ours could differ from
+  CAGC's ``train.py`` set explicitly (the key-by-key check is ``tests/test_released_presets.py``):
+  LPIPS inputs above 256 px resized bilinearly to 256 (``kd_resize``), independent teacher
+  noise, face mask, the teacher's D, float32 everywhere (rosinality code: no mixed precision,
+  no gradient sanitising). Pair it with a student pruned by ``experiments/prune.py:released_cagc``.
 - ``digits``: the quickstart-sized run (small32 digits teacher → pruned student, 32 px,
   batch 16, minutes on CPU): output L1 only, unmasked (no face parser or ImageNet VGG for
   32-px digits; LPIPS can be added with ``--config.method.kd_percept_mode=LPIPS`` and a VGG file).
@@ -22,7 +29,7 @@ Variants (``--config experiments/cagc_kd.py:VARIANT``, combine with ``+``):
 from gancomp_jax.methods import cagc
 from gancomp_jax.train.config import default_train_config, use_digits_student_settings
 
-VARIANTS = ("ffhq256", "intermediate", "vgg", "no_mask", "shared_noise", "digits")
+VARIANTS = ("ffhq256", "released", "intermediate", "vgg", "no_mask", "shared_noise", "digits")
 
 
 def ffhq256(c):
@@ -38,9 +45,23 @@ def ffhq256(c):
     c.pl_interval = 4
     c.pl_batch_shrink = 2
     c.style_mixing_prob = 0.9
-    c.ema_kimg = 10.0
+    c.ema_kimg = 5.0                 # 0.5^(32/10000) per iteration at batch 16
     c.ema_rampup = 0.0
     c.total_kimg = 7200.0
+
+
+def released(c):
+    """CAGC ``train.py`` / ``train_hyperparams.py`` as released (on top of :func:`ffhq256`)."""
+    ffhq256(c)
+    c.model.mixed_precision = False
+    c.grad_nan_to_num = False
+    m = c.method
+    m.kd_l1_mode, m.kd_l1_lambda = "Output_Only", 3.0
+    m.kd_percept_mode, m.kd_percept_lambda = "LPIPS", 3.0
+    m.kd_image_size, m.kd_resize = 256, "bilinear"
+    m.mask, m.parse_size = "face", 512
+    m.noise = "independent"
+    m.d_student = "teacher"
 
 
 def digits(c):
@@ -58,7 +79,9 @@ def apply_variants(c, parts, name):
     for p in parts:
         if p not in VARIANTS:
             raise ValueError(f"unknown {name} variant {p!r}; choose from {VARIANTS} (combine with '+')")
-    (digits if "digits" in parts else ffhq256)(c)
+    if "digits" in parts and "released" in parts:
+        raise ValueError(f"{name} variants 'digits' and 'released' exclude each other")
+    (digits if "digits" in parts else released if "released" in parts else ffhq256)(c)
     m = c.method
     if "intermediate" in parts:
         m.kd_l1_mode = "Intermediate"

@@ -11,6 +11,8 @@ Variants (``--config experiments/dcp_gan.py:VARIANT``):
   :mod:`gancomp_jax.prune.dcp`). The released teacher is the rosinality config-f 256 px model
   (30.0 M params); the SVS repository runs the same scoring on NVlabs ``paper256`` with edit
   strength 10.0 (``experiments/svs.py``).
+- ``released``: ``ffhq256`` with surgery ``as_released`` (DCP-GAN's ``prune.py`` rebuilds the
+  student at the new widths and copies the sliced weights, so ToRGB gains are not rescaled).
 - ``digits``: the quickstart's digits teacher (pass ``--config.teacher``), 200 samples in batches
   of 5, ratio 0.7: a few seconds on a CPU.
 
@@ -21,7 +23,7 @@ offset latents, mapping network from the teacher; 450k iterations, batch 16): tr
 
 from gancomp_jax.jobs.prune import default_config
 
-VARIANTS = ("ffhq256", "digits")
+VARIANTS = ("ffhq256", "released", "digits")
 
 
 def get_config(variant: str = "ffhq256"):
@@ -31,10 +33,14 @@ def get_config(variant: str = "ffhq256"):
     c.criterion = "dcp"
     c.ratio = 0.7
     c.noise_mode = "random"
-    if variant == "ffhq256":
+    if variant in ("ffhq256", "released"):
         c.n_sample = 5000
         c.batch_size = 5
     else:
         c.n_sample = 200
         c.batch_size = 5
+    if variant == "released":
+        c.surgery = "as_released"
+        c.noise_mode = "random"
+        c.ratio = 0.7
     return c

@@ -12,7 +12,10 @@ teacher_weighted`` for the teacher-weighted D loss, ``--config.method.alpha=0.5`
 ``WORKDIR/stage2`` (its ``model/`` is the result). Re-running resumes whichever stage is
 unfinished. Kimg per stage: ``method.stage1_kimg`` / ``method.stage2_kimg``.
 
-Variants: ``ffhq256`` (default; the authors' StyleGAN2 settings: lr 0.002, batch 32, R1 γ 10,
+Variants: ``released`` (``ffhq256`` with the released TF code's choices spelled out: α 0.1
+(the config line in ``run_distillation.py``), ``G_dg_pathreg`` teacher term, logistic D loss,
+the 4×4 constant at full width, float32 and no gradient sanitising — the TF StyleGAN2 loop has
+neither mixed precision nor ``nan_to_num``), ``ffhq256`` (default; the authors' StyleGAN2 settings: lr 0.002, batch 32, R1 γ 10,
 path length, EMA 10 kimg, x-flips; their FFHQ runs used the 1024-px config-f teacher) and
 ``digits`` (quickstart-sized: stage 1 fine-tunes the pruned digits student —
 ``method.init=pruned``, ``method.student=PRUNED_DIR`` — as plain StyleGAN2 for 1 kimg, stage 2
@@ -25,7 +28,7 @@ student from scratch instead, which needs far longer than a quickstart allows).
 from gancomp_jax.methods import dgl_gan
 from gancomp_jax.train.config import default_train_config, use_digits_student_settings
 
-VARIANTS = ("ffhq256", "digits")
+VARIANTS = ("ffhq256", "released", "digits")
 
 
 def get_config(variant: str = "ffhq256"):
@@ -36,7 +39,7 @@ def get_config(variant: str = "ffhq256"):
     c.method = dgl_gan.default_config()
     c.method.stage1_kimg = 30000.0
     c.method.stage2_kimg = 30000.0
-    if variant == "ffhq256":
+    if variant in ("ffhq256", "released"):
         c.model.preset = "paper256"
         c.data.source = "zip"
         c.data.xflip = True
@@ -47,6 +50,12 @@ def get_config(variant: str = "ffhq256"):
         c.style_mixing_prob = 0.9
         c.ema_kimg = 10.0
         c.ema_rampup = 0.0
+        if variant == "released":
+            c.model.mixed_precision = False
+            c.grad_nan_to_num = False
+            m = c.method
+            m.alpha, m.g_teacher_term, m.d_loss = 0.1, "dg", "logistic"
+            m.channel_divisor, m.keep_const = 2, True
     else:
         use_digits_student_settings(c)
         c.method.init = "pruned"      # stage 1 fine-tunes the pruned digits student (set method.student)

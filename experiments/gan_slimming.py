@@ -12,13 +12,20 @@ teacher), ``WORKDIR/stage2`` (the prune job on stage 1's model, ``config.prune``
 Variants:
 
 - ``ffhq256`` (default): the released GS scripts (SVS repository ``scripts/templates/gs``,
-  NICKEL & DiME ``loss_GS.py``): η = 1e-5, KD L1 λ 3 (Output_Only) and VGG content+Gram λ 3,
-  unmasked; ratio 0.7, scoring on 400 samples in batches of 8; StyleGAN2 settings (batch 32,
+  NICKEL & DiME ``loss_GS.py``): η = 1e-5, KD = VGG content+Gram λ 3, unmasked, no pixel L1
+  term (none of the released GS codes has one); ratio 0.7, scoring on 400 samples in batches
+  of 8; StyleGAN2 settings (batch 32,
   lr 0.002, R1 γ 10, path length 2, mixing 0.9, x-flips). Kimg per stage are ours (the released
   scripts run until stopped): ``method.stage1_kimg`` / ``method.stage3_kimg``.
+- ``released``: ``ffhq256`` plus what the NICKEL & DiME port's stylegan2-ada loop
+  (``train_GS.py``) does: float16 in the 4 highest resolutions with ``conv_clamp`` 256 (here
+  bfloat16, ``model.mixed_precision``), ``nan_to_num`` on every gradient (``grad_nan_to_num``);
+  pruning surgery ``as_released`` (the student rebuilt at the new widths, ToRGB gains not
+  rescaled). Its scoring is ours (the port's GS pruning crashes; see
+  ``gancomp_jax/methods/gan_slimming.py``).
 - ``digits``: the embedded digits teacher (pass ``--config.method.teacher``), 32 px, batch 16,
-  LPIPS/VGG off (no downloads; the KD term is the L1), η = 1e-3 so that 1 kimg of sparsity
-  training moves the styles, 1 kimg + 2 kimg.
+  VGG off (no downloads) and CAGC's output L1 (λ 3) in its place — our substitution, not in any
+  release — η = 1e-3 so that 1 kimg of sparsity training moves the styles, 1 kimg + 2 kimg.
 """
 
 import ml_collections
@@ -26,7 +33,7 @@ import ml_collections
 from gancomp_jax.methods import gan_slimming
 from gancomp_jax.train.config import default_train_config, use_digits_student_settings
 
-VARIANTS = ("ffhq256", "digits")
+VARIANTS = ("ffhq256", "released", "digits")
 
 
 def get_config(variant: str = "ffhq256"):
@@ -39,7 +46,7 @@ def get_config(variant: str = "ffhq256"):
     c.method.stage3_kimg = 30000.0
     c.prune = ml_collections.ConfigDict({"criterion": "gan_slimming", "ratio": 0.7, "n_sample": 400,
                                          "batch_size": 8, "seed": 0, "progress": True})
-    if variant == "ffhq256":
+    if variant in ("ffhq256", "released"):
         c.model.preset = "paper256"
         c.data.source = "zip"
         c.data.xflip = True
@@ -50,9 +57,18 @@ def get_config(variant: str = "ffhq256"):
         c.style_mixing_prob = 0.9
         c.ema_kimg = 10.0
         c.ema_rampup = 0.0
+        if variant == "released":
+            c.model.mixed_precision = True
+            c.model.conv_clamp = 256.0
+            c.grad_nan_to_num = True
+            c.prune.surgery = "as_released"
+            m = c.method
+            m.kd_l1_mode, m.kd_percept_mode, m.kd_percept_lambda = "none", "VGG", 3.0
+            m.mask, m.sparsity_eta = "none", 1e-5
     else:
         use_digits_student_settings(c)
         c.method.kd_percept_mode = "none"
+        c.method.kd_l1_mode = "Output_Only"   # stands in for the VGG term (no downloads)
         c.method.sparsity_eta = 1e-3
         c.method.stage1_kimg = 1.0
         c.method.stage3_kimg = 2.0

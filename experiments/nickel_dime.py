@@ -15,6 +15,14 @@ Variants (``--config experiments/nickel_dime.py:VARIANT``; combine with ``+``, e
   path length (weight 2, every 4) on the student, EMA half-life 20 kimg, x-flips, 40,000 kimg,
   D_S fresh and full width, D_T trained, DiME = 20·DINO-RN50 + 15·CLIP-RN50 raw moments
   against global statistics (``tools/dime_stats.py``), moments over 8 chunks of 8.
+- ``released``: ``ffhq256`` plus everything the released stylegan2-ada loop does on top:
+  float16 in the 4 highest resolutions of G and D with ``conv_clamp`` 256 (here bfloat16,
+  ``model.mixed_precision``: same exponent range as float16, 8 instead of 11 significand bits,
+  and no loss scaling is needed), ``nan_to_num`` on every gradient (NaN→0, ±inf→±1e5;
+  ``grad_nan_to_num``), the style-mixing crossover drawn per 8-sample accumulation round
+  (``method.mixing_rounds`` 8) and the path-length mean moved per round (``method.pl_rounds`` 8);
+  DiME moments per 8 samples as in ``ffhq256``. Pair it with a student pruned by
+  ``experiments/prune.py:released``. Checked key by key in ``tests/test_released_presets.py``.
 - ``nickel_only``, ``dime_only``, ``clip_only``, ``dino_only``, ``no_global`` (DiME against the
   teacher's moments on the same latents instead of a global file), ``mmd`` (our kernel-MMD
   DiME against the teacher's embeddings of the same batch).
@@ -40,7 +48,7 @@ import ml_collections
 from gancomp_jax.methods import nickel_dime
 from gancomp_jax.train.config import default_train_config, use_digits_student_settings
 
-VARIANTS = ("ffhq256", "nickel_only", "dime_only", "clip_only", "dino_only", "no_global", "mmd", "digits")
+VARIANTS = ("ffhq256", "released", "nickel_only", "dime_only", "clip_only", "dino_only", "no_global", "mmd", "digits")
 
 
 def _ffhq256(c):
@@ -59,6 +67,21 @@ def _ffhq256(c):
     c.ema_rampup = 0.0
     c.total_kimg = 40000.0
     c.method.dime.groups = 8
+
+
+def _released(c):
+    """What ``train_DD.py`` / ``training_loop_DD.py`` / ``loss_DD.py`` do beyond ``_ffhq256``."""
+    c.model.mixed_precision = True
+    c.model.conv_clamp = 256.0
+    c.grad_nan_to_num = True
+    c.pl_batch_shrink = 2
+    m = c.method
+    m.mixing_rounds = 8            # batch 64 / batch_gpu 8
+    m.pl_rounds = 8                # 32 path-length samples = 8 rounds of 4
+    m.dime.groups = 8
+    m.d_student, m.nickel, m.train_teacher_d = "fresh", True, True
+    m.fm_weight, m.fm_levels, m.noise = 10.0, 4, "independent"
+    m.dime.enabled, m.dime.form, m.dime.use = True, "moments", ("dino", "clip")
 
 
 def _digits(c):
@@ -85,7 +108,11 @@ def get_config(variant: str = "ffhq256"):
     for p in parts:
         if p not in VARIANTS:
             raise ValueError(f"unknown nickel_dime variant {p!r}; choose from {VARIANTS} (combine with '+')")
+    if "digits" in parts and "released" in parts:
+        raise ValueError("nickel_dime variants 'digits' and 'released' exclude each other")
     (_digits if "digits" in parts else _ffhq256)(c)
+    if "released" in parts:
+        _released(c)
     m = c.method
     if "nickel_only" in parts:
         m.dime.enabled = False

@@ -8,10 +8,17 @@
 Variants (``--config experiments/stylekd.py:VARIANT``, combine with ``+``):
 
 - ``ffhq256`` (default): CAGC's training settings (``experiments/cagc_kd.py``: batch 16,
-  lr 0.002, R1 γ 10, path length 2, mixing 0.9, 7,200 kimg) with the README's StyleKD
+  lr 0.002, R1 γ 10, path length 2, mixing 0.9, G EMA ``0.5^(32/10000)`` per iteration =
+  ``ema_kimg`` 5 at batch 16, 7,200 kimg) with the README's StyleKD
   flags: ``--kd_l1_lambda 3 --kd_lpips_lambda 3 --kd_simi_lambda 30 --kd_style_lambda 0
   --simi_loss kl --offset_mode main --main_direction split --offset_weight 5.0 --load_style 1``;
   relation over b8..b64.
+- ``released``: the original ``xuguodong03/StyleKD`` ``distributed_train.py`` (rosinality code:
+  float32, no gradient sanitising) with the README flags above, CAGC's ``released`` KD settings,
+  relation on b16..b128 (the original indexes block outputs from b8, so ``mimic_layer``
+  2..5 are b16..b128) and a fresh D (``--load 0``). ``--load 0`` also means the student
+  generator starts from random weights with the teacher's mapping: give it such a student
+  (``experiments/prune.py`` with ``--config.student_init=scratch``).
 - ``random_offsets`` (``--offset_mode random``), ``global_directions``, and CAGC's ``intermediate``,
   ``vgg``, ``no_mask``, ``shared_noise``.
 - ``digits``: small32 digits teacher → pruned student (32 px, batch 16): output L1 + relation
@@ -45,4 +52,9 @@ def get_config(variant: str = "ffhq256"):
         m.main_direction = "global"
     if "digits" in parts:
         m.relation_blocks = ("b8", "b16", "b32")
+    if "released" in parts:
+        m.relation_blocks = ("b16", "b32", "b64", "b128")
+        m.d_student = "fresh"
+        m.relation_lambda, m.offset_weight, m.kd_style_lambda = 30.0, 5.0, 0.0
+        m.offset_mode, m.main_direction, m.mapping_from_teacher = "main", "split", True
     return c

@@ -14,6 +14,8 @@ Variants:
   for the paper256 teacher (FID 6.60 at 70 % pruning): DCP scores from 5 000 samples in batches of
   5, 10 directions, edit strength 10.0 (``dcp.edit_strength``), ratio 0.7,
   ``--initialize scaling --initialize-torgb scaling``.
+- ``released``: ``ffhq256`` with surgery ``as_released`` (``prune_dcp.py`` rebuilds the student
+  at the new widths and copies the sliced weights: ToRGB gains not rescaled).
 - ``digits``: the quickstart's digits teacher, 200 samples.
 
 The released fine-tuning is StyleKD's (L1 3, LPIPS 3, relation KL 30 on layers 2–5, offset weight
@@ -23,7 +25,7 @@ The released fine-tuning is StyleKD's (L1 3, LPIPS 3, relation KL 30 on layers 2
 
 from gancomp_jax.jobs.prune import default_config
 
-VARIANTS = ("ffhq256", "digits")
+VARIANTS = ("ffhq256", "released", "digits")
 
 
 def get_config(variant: str = "ffhq256"):
@@ -33,7 +35,11 @@ def get_config(variant: str = "ffhq256"):
     c.criterion = "dcp"
     c.ratio = 0.7
     c.svs = True
-    c.n_sample = 5000 if variant == "ffhq256" else 200
+    c.n_sample = 200 if variant == "digits" else 5000
     c.batch_size = 5
     c.dcp.edit_strength = 10.0       # the SVS release's prune_dcp.py
+    if variant == "released":
+        c.surgery = "as_released"
+        c.noise_mode = "random"
+        c.ratio = 0.7
     return c

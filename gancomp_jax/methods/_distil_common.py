@@ -95,8 +95,31 @@ class Adapter(nn.Module):
         return nn.Dense(self.features, name="proj")(x.astype(jnp.float32))
 
 
-def path_length_phase_loss(role: str, pl_weight: float, pl_batch: int, pl_decay: float):
-    """The ``Greg`` loss of a generator role (NVlabs path length on ``pl_batch`` latents)."""
+def path_length_rounds(lengths: jnp.ndarray, pl_mean: jnp.ndarray, decay: float, rounds: int):
+    """Path-length penalty of ``lengths [N]`` taken in ``rounds`` contiguous chunks, as NVlabs'
+    accumulation rounds: chunk r sets ``m_r = m_{r-1} + decay·(mean L_r − m_{r-1})`` (``m_0 =
+    pl_mean``; ``m_{r-1}`` detached) and gets ``(L_r − m_r)²``. Returns ``(penalty [N], m_R
+    detached)``."""
+    pens, mean = [], pl_mean
+    for chunk in jnp.split(lengths, int(rounds)):
+        new = mean + decay * (jnp.mean(chunk) - mean)
+        pens.append(jnp.square(chunk - new))
+        mean = jax.lax.stop_gradient(new)
+    return jnp.concatenate(pens), mean
+
+
+def path_length_phase_loss(role: str, pl_weight: float, pl_batch: int, pl_decay: float, rounds: int = 1):
+    """The ``Greg`` loss of a generator role (NVlabs path length on ``pl_batch`` latents).
+
+    ``rounds > 1``: the ``pl_batch`` latents are ``rounds`` contiguous chunks handled as NVlabs
+    handles its accumulation rounds — chunk ``r`` moves the running mean with its own mean
+    length (``pl_mean ← pl_mean + decay·(mean L_r − pl_mean)``, ``rounds`` updates per phase),
+    its penalty is ``(L_r − pl_mean_r)²`` against that updated mean (not detached within the
+    chunk, detached across chunks), and the loss is the mean over all chunks.
+    """
+    rounds = int(rounds)
+    if rounds < 1 or pl_batch % rounds:
+        raise ValueError(f"path length per round: a batch of {pl_batch} does not split into {rounds} equal rounds")
 
     def g_reg(ctx):
         kpass, kpl = jax.random.split(ctx.key)
@@ -104,6 +127,8 @@ def path_length_phase_loss(role: str, pl_weight: float, pl_batch: int, pl_decay:
         ws = ctx.map(role, lat)
         penalty, lengths, pl_mean = path_length_penalty(ctx.synthesis_fn(role, lat), ws, kpl,
                                                         ctx.extra["pl_mean"], pl_decay)
+        if rounds > 1:
+            penalty, pl_mean = path_length_rounds(lengths, ctx.extra["pl_mean"], pl_decay, rounds)
         ctx.set_extra("pl_mean", pl_mean)
         return jnp.mean(penalty * pl_weight), {f"{role}/pl_penalty": jnp.mean(penalty),
                                                f"{role}/pl_length": jnp.mean(lengths)}

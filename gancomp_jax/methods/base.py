@@ -161,6 +161,10 @@ class Method:
       extra_state: name → initial array (checkpointed; read ``ctx.extra[name]``, write
         ``ctx.set_extra(name, value)`` from a phase's loss).
       style_mixing_prob: probability of style mixing in ``ctx.latents`` (NVlabs: 0.9).
+      style_mixing_rounds: the crossover layer is drawn once per contiguous chunk of a latent
+        draw, in this many chunks (1: once per batch, as NVlabs on one GPU with one round;
+        NICKEL & DiME's released FFHQ-256 run draws it per ``batch_gpu`` = 8 samples: 8 rounds
+        of a batch of 64).
       noise: ``'independent'`` (every generator role draws its own per-layer noise) or
         ``'shared'`` (all generator roles use the latents' noise key: teacher and student get
         the same noise where their layers have the same shapes).
@@ -180,6 +184,7 @@ class Method:
     phases: Sequence[Phase]
     extra_state: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     style_mixing_prob: float = 0.0
+    style_mixing_rounds: int = 1
     noise: str = "independent"
     ema_kimg: float = 10.0
     ema_rampup: float | None = None
@@ -198,6 +203,8 @@ class Method:
             raise ValueError(f"phase key ids must be unique, got {dict(zip(names, ids))}")
         if self.noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {NOISE_MODES}, got {self.noise!r}")
+        if int(self.style_mixing_rounds) < 1:
+            raise ValueError(f"style_mixing_rounds must be >= 1, got {self.style_mixing_rounds}")
         trainable = {r for r, s in self.networks.items() if s.trainable}
         for p in self.phases:
             for role in p.updates:
@@ -248,6 +255,19 @@ def sample_labels(key, batch_size: int, c_dim: int):
     if c_dim == 0:
         return None
     return jax.nn.one_hot(jax.random.randint(key, (batch_size,), 0, c_dim), c_dim)
+
+
+def mixing_cutoffs(key: jax.Array, n: int, num_ws: int, prob: float, rounds: int = 1) -> jax.Array:
+    """The crossover layer(s) of a batch of ``n``: a scalar for ``rounds == 1`` (NVlabs' one draw
+    per batch), else ``[n]`` with one draw per contiguous chunk of ``n / rounds`` samples (draw
+    ``i`` from ``fold_in(key, i)``). ``n`` must be a multiple of ``rounds``."""
+    rounds = int(rounds)
+    if rounds == 1:
+        return sample_mixing_cutoff(key, num_ws, prob)
+    if n % rounds:
+        raise ValueError(f"style mixing per round: a batch of {n} does not split into {rounds} equal rounds")
+    per = jnp.stack([sample_mixing_cutoff(jax.random.fold_in(key, i), num_ws, prob) for i in range(rounds)])
+    return jnp.repeat(per, n // rounds)
 
 
 def one_hot_labels(labels, c_dim: int):
@@ -310,11 +330,12 @@ class Context:
 
     def __init__(self, *, step, key, batch, batch_size: int, variables: Mapping[str, Any],
                  modules: Mapping[str, Any], specs: Mapping[str, NetworkSpec], extra: Mapping[str, Any],
-                 style_mixing_prob: float, noise: str, z_sharding=None):
+                 style_mixing_prob: float, noise: str, z_sharding=None, style_mixing_rounds: int = 1):
         self.step, self.key, self.batch, self.batch_size = step, key, batch, batch_size
         self.specs, self.modules, self.extra = specs, modules, dict(extra)
         self._variables = dict(variables)
         self.style_mixing_prob, self.noise, self._z_sharding = style_mixing_prob, noise, z_sharding
+        self.style_mixing_rounds = int(style_mixing_rounds)
         self._latents: dict[str, Latents] = {}
         self._generated: dict[tuple, Generated] = {}
         self.new_buffers: dict[str, Any] = {}  # trainable generator role -> updated buffers
@@ -391,7 +412,8 @@ class Context:
         if self.style_mixing_prob > 0:
             z2 = jax.random.normal(lat.z_mix_key, lat.z.shape, jnp.float32)
             ws2 = G.apply(v, z2, lat.c, method=Generator.map)
-            cutoff = sample_mixing_cutoff(lat.mix_key, ws.shape[1], self.style_mixing_prob)
+            cutoff = mixing_cutoffs(lat.mix_key, ws.shape[0], ws.shape[1], self.style_mixing_prob,
+                                    self.style_mixing_rounds)
             ws = mix_styles(ws, ws2, cutoff)
         self._generated[cache] = ws
         return ws

@@ -24,7 +24,11 @@ One iteration::
   bilinear back to R and > 0.5, no gradient; ``Batch_Img_Parsing``); ``'none'``: all ones.
 - ``P``: ``kd_percept_mode='LPIPS'``: ``mean LPIPS_vgg v0.1(M⊙G_S, M⊙G_T)``; ``'VGG'``: CAGC's
   ``L1(relu1_2) + 1e5·Σ Gram MSE`` (:func:`gancomp_jax.losses.kd.vgg_perceptual`).
-  Images larger than ``kd_image_size`` (256) are average-pooled to it first.
+  Images larger than ``kd_image_size`` (256) are first resized to it: ``kd_resize='bilinear'``
+  (default, as CAGC's ``train.py``: ``F.interpolate(..., mode='bilinear', align_corners=False)``,
+  no antialiasing) or ``'avg_pool'`` (``R/256 × R/256`` mean pooling, the NICKEL & DiME port's
+  ``kd_img_downsample``). The two agree at 512 px and differ from 1024 px up (bilinear then
+  reads 2 of every 4 rows and columns).
 - Teacher noise: ``noise='independent'`` (released: both generators draw their own per-layer
   noise) or ``'shared'``. Teacher and student share z, labels, the mixing z and the crossover.
 
@@ -34,9 +38,9 @@ Differences from the released code, and why:
   *unmasked* teacher (a shadowed variable) and the NICKEL & DiME port crashes (the masked
   images are only built in ``Output_Only``). We mask both images of the perceptual term in
   both modes (what ``Output_Only`` does).
-- Downsampling for the perceptual term: the NICKEL port pools ``gen_img`` but then uses the
-  unpooled masked images (so it has no effect); we pool the images actually compared (the
-  intent of CAGC's ``kd_img_downsample``). Irrelevant at 256 px.
+- Downsampling for the perceptual term (``kd_resize='avg_pool'`` only): the NICKEL port pools
+  ``gen_img`` but then uses the unpooled masked images (so it has no effect); we pool the images
+  actually compared. Irrelevant at 256 px.
 - The mask is computed with float32 BiSeNet in JAX (``gancomp_jax.nets.bisenet.face_mask``);
   PyTorch's ``F.interpolate(scale_factor=...)`` with ``recompute_scale_factor`` and our
   size-based bilinear resize agree for power-of-two sizes.
@@ -54,11 +58,13 @@ from gancomp_jax.losses import logistic_d_loss, r1_penalty
 from gancomp_jax.losses.kd import apply_mask, intermediate_rgb_l1, masked_l1, vgg_perceptual
 from gancomp_jax.methods._distil_common import FunctionModule, path_length_phase_loss, stored_config
 from gancomp_jax.methods.base import BuildEnv, Context, Method, NetworkSpec, OptimizerSpec, Phase
+from gancomp_jax.nets.preprocess import resize_bilinear
 
 L1_MODES = ("Output_Only", "Intermediate", "none")
 PERCEPT_MODES = ("LPIPS", "VGG", "none")
 MASKS = ("face", "none")
 D_STUDENT_CHOICES = ("teacher", "fresh", "pruned")
+RESIZE_CHOICES = ("bilinear", "avg_pool")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -74,7 +80,8 @@ def default_config() -> ml_collections.ConfigDict:
     m.kd_l1_lambda = 3.0
     m.kd_percept_mode = "LPIPS"     # LPIPS | VGG | none
     m.kd_percept_lambda = 3.0
-    m.kd_image_size = 256           # images above this are average-pooled before the perceptual term
+    m.kd_image_size = 256           # images above this are resized to it before the perceptual term
+    m.kd_resize = "bilinear"        # bilinear (released CAGC train.py) | avg_pool
     m.mask = "face"                 # face (BiSeNet on the teacher image) | none
     m.face_parser = ""              # face-parsing.PyTorch 79999_iter.pth (or a converted dir)
     m.parse_size = 512
@@ -93,7 +100,7 @@ def get(config, key, default):
 def resolve(config) -> None:
     m = config.method
     for key, choices in (("kd_l1_mode", L1_MODES), ("kd_percept_mode", PERCEPT_MODES), ("mask", MASKS),
-                         ("d_student", D_STUDENT_CHOICES)):
+                         ("d_student", D_STUDENT_CHOICES), ("kd_resize", RESIZE_CHOICES)):
         if m[key] not in choices:
             raise ValueError(f"config.method.{key} must be one of {choices}, got {m[key]!r}")
     if m.mask == "face" and not m.face_parser:
@@ -143,6 +150,17 @@ def feature_networks(m, dtype: Any = jnp.float32) -> dict[str, NetworkSpec]:
     return out
 
 
+def resize_to(img: jnp.ndarray, size: int, mode: str = "bilinear") -> jnp.ndarray:
+    """``[N, R, R, C]`` → ``[N, size, size, C]`` when ``R > size`` (else unchanged): ``'bilinear'``
+    as torch ``F.interpolate(mode='bilinear', align_corners=False)`` (released CAGC), or
+    ``'avg_pool'`` (:func:`pool_to`)."""
+    if img.shape[1] <= size:
+        return img
+    if mode == "avg_pool":
+        return pool_to(img, size)
+    return resize_bilinear(img, (size, size), align_corners=False)
+
+
 def pool_to(img: jnp.ndarray, size: int) -> jnp.ndarray:
     """Average-pool ``[N, R, R, C]`` by ``R // size`` when ``R > size`` (CAGC's LPIPS memory saving)."""
     r = img.shape[1]
@@ -157,6 +175,7 @@ def make_kd_terms(m):
     """``kd(ctx, s: Generated, t: Generated) -> (weighted KD loss, metrics)`` for CAGC's terms."""
     l1_mode, percept = m.kd_l1_mode, m.kd_percept_mode
     l1_w, p_w, size = float(m.kd_l1_lambda), float(m.kd_percept_lambda), int(m.kd_image_size)
+    resize = str(m.get("kd_resize", "bilinear"))
     use_mask = m.mask == "face"
 
     def kd(ctx: Context, s, t):
@@ -174,7 +193,8 @@ def make_kd_terms(m):
             metrics["G_S/kd_l1"] = l1
             loss = loss + l1_w * l1
         if percept != "none":
-            s_m, t_m = pool_to(apply_mask(s.img, mask), size), pool_to(apply_mask(t_img, mask), size)
+            s_m = resize_to(apply_mask(s.img, mask), size, resize)
+            t_m = resize_to(apply_mask(t_img, mask), size, resize)
             if percept == "LPIPS":
                 p = jnp.mean(ctx.apply("LPIPS", s_m, t_m))
                 metrics["G_S/kd_lpips"] = p
@@ -265,7 +285,7 @@ def assemble(config, env: BuildEnv, networks, g_main, *, d_extra=None, d_extra_r
         extra_state={"pl_mean": jnp.zeros((), jnp.float32), **(extra_state or {})},
         style_mixing_prob=float(get(config, "style_mixing_prob", 0.9)),
         noise=m.noise,
-        ema_kimg=float(get(config, "ema_kimg", 10.0)),
+        ema_kimg=float(get(config, "ema_kimg", 5.0)),   # CAGC: 0.5^(32/10000) per iteration at batch 16
         ema_rampup=float(get(config, "ema_rampup", 0.0)) or None,
         sample_network="G_ema",
         metadata={"teacher": m.teacher, "student": m.student, "kd_l1_mode": m.kd_l1_mode,

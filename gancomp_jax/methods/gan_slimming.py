@@ -10,13 +10,16 @@ KD λ = 3, ratio 0.7, 400 samples in batches of 8). Three stages, chained by
 1. **Sparsity training** (``sparse_loss=True``): the full-width student starts as the teacher's
    ``G_ema`` (``student`` = the teacher) and minimises::
 
-       softplus(-D_S(G_S(z))) + η · Σ_layers Σ_c |mean_batch s_c| + λ_L1 · L1 + λ_P · P
+       softplus(-D_S(G_S(z))) + η · Σ_layers Σ_c |mean_batch s_c| + λ_P · P
 
    where ``s = A(w)`` are the modulation scalars of every modulated conv (``conv0``, ``conv1``)
    and every ToRGB — ToRGB's including its weight gain ``1/√(C_in)``, as NVlabs' ``ToRGBLayer``
-   returns them — each from the (style-mixed) ``w`` that layer reads; ``L1`` and ``P`` are CAGC's
-   terms *unmasked* (:mod:`gancomp_jax.methods.cagc`, ``mask='none'``), ``P`` = VGG
-   content + Gram (released default ``kd_percept_mode='VGG'``).
+   returns them — each from the (style-mixed) ``w`` that layer reads; ``P`` is CAGC's perceptual
+   term *unmasked* (:mod:`gancomp_jax.methods.cagc`, ``mask='none'``), VGG content + Gram
+   (released default ``kd_percept_mode='VGG'``, λ 3). No released GAN Slimming for StyleGAN2
+   (the SVS repository's, NICKEL & DiME's ``loss_GS.py``, CAGC's sparsity stage) has a pixel L1
+   term, so ``kd_l1_mode`` defaults to ``'none'`` here (CAGC's ``'Output_Only'``, λ 3, can be
+   switched on; the ``digits`` experiment does, in place of the VGG term it cannot download).
 2. **Pruning** with criterion ``gan_slimming`` (mean |s_c| over 400 samples; the prune job).
 3. **Fine-tuning** the pruned student with the same terms and ``sparse_loss=False``.
 
@@ -25,8 +28,13 @@ D: the student's D starts from the teacher's (released: both are loaded from the
 Where we differ from the released code, and why:
 
 * The NICKEL & DiME pruning step crashes, and CAGC never shipped one (its issue #17); we prune
-  with our prune job's ``gan_slimming`` criterion, which scores each channel through its
-  consumer's style as the released ``get_gan_slimming_scores`` does.
+  with our prune job's ``gan_slimming`` criterion, which scores each channel by mean |s_c| of
+  the style of the layer that *reads* it (its consumer). That is a fix, not what the SVS
+  release's ``get_gan_slimming_scores`` computes: it concatenates every layer's style vector
+  into one and slices it by the layer widths in order, so from the second layer on each layer
+  is scored with (part of) another layer's styles. CAGC's own ``l1-style`` metric scores
+  |mean_batch s_c|; ours is mean_batch |s_c| (a style that changes sign across samples is not
+  cancelled out).
 * ``styles.squeeze()`` in the released sparsity term would sum over the wrong axis with a
   per-GPU batch of 1; we always average over the batch axis.
 """
@@ -46,6 +54,7 @@ def default_config() -> ml_collections.ConfigDict:
     m = cagc.default_config()
     m.name = "gan_slimming"
     m.mask = "none"                 # GS distils unmasked images
+    m.kd_l1_mode = "none"           # no released GS has CAGC's pixel L1 term ('Output_Only' to add it)
     m.kd_percept_mode = "VGG"       # released default (loss_GS.py)
     m.sparse_loss = True            # stage 1: sparsity training; False: fine-tuning a pruned student
     m.sparsity_eta = 1e-5           # η (SVS repository's GS scripts)

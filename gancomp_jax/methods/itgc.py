@@ -21,12 +21,15 @@ with ``T = G_T(z)``, ``S = G_S(z)`` (stop-gradient in Dmain) and ``T̃`` the Lan
 Differences from the released code, and why:
 
 - *Stale gradients (bug)*: the released loop calls ``ebm_opt.step()`` after every phase but
-  zeroes the EBM's gradients only in the D phases, so the EBM gradients of the generator's MI
-  term (and of earlier phases) are re-applied in later steps. Here the EBM is updated only in
-  ``Dmain``, by the gradient of its own loss.
-- *Misspelled key (bug)*: the released kwargs list spells ``kd_VID_sigma_t`` as
-  ``kd_VID_sigma_t_eta``, so the Langevin noise silently keeps the default unless the YAML
-  names it; here it is ``config.method.langevin_sigma`` (0.005), always honoured.
+  zeroes the EBM's gradients only in the D phases. The EBM gradients that ``Dmain`` accumulates
+  therefore stay in ``.grad`` and are applied again by the ``ebm_opt.step()`` of the next
+  ``Gmain`` / ``Greg`` unless a ``Dreg`` (every 16 iterations) cleared them first. Here the EBM
+  is updated once per iteration, in ``Dmain``, by the gradient of its own loss.
+- *Misspelled key (bug)*: the released kwargs list (``main_utils_CAGC_with_VEM.py``) spells
+  ``kd_VID_sigma_t`` as ``kd_VID_sigma_t_eta``, so a YAML without ``kd_VID_sigma_t`` makes
+  ``args.kd_VID_sigma_t`` raise AttributeError (the key is never defaulted to None, so the
+  0.005 default is unreachable); the run only works when the YAML names it. Here it is
+  ``config.method.langevin_sigma`` (0.005).
 - λ_MI: ``main_utils`` defaults it to 0.0 (the term off) and the loss signature to 0.05; no
   baseline YAML ships. We use 0.05 (``mi_lambda``), likewise ``l2_lambda`` = 0.05.
 - The EBM's loss rides in ``Dmain`` (the trainer steps D_S's and the EBM's optimisers with

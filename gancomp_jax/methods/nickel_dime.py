@@ -34,6 +34,14 @@ DiME forms (``dime.form``):
   and the teacher's embeddings of the same batch (``reference='teacher'``, paired U-statistic
   since both share z), and/or rows drawn from the stored bank (``'bank'``, ``'both'``).
 
+Accumulation rounds: the released run (batch 64 on 4 GPUs, ``batch_gpu`` = 8) processes each
+phase in rounds of 8 samples, and each round draws its own style-mixing crossover layer and
+moves the path-length mean with its own 4 Greg samples. ``mixing_rounds`` / ``pl_rounds``
+(default 1: once per batch; ``experiments/nickel_dime.py:released`` sets 8) reproduce that on
+contiguous chunks of the global batch. Remaining difference: the release keeps one path-length
+mean per GPU (4 unsynchronised means, each moved by 2 rounds per Greg); ours is one mean moved
+by all 8 rounds in order (what one GPU running all 8 rounds computes).
+
 Per-device batch and moments: the moments are estimated on ``dime.groups`` contiguous chunks
 of the *global* batch and the per-chunk losses averaged; the released FFHQ-256 run computes
 them on ``batch_gpu`` = 8 samples per accumulation round (batch 64 → ``groups = 8``). Because
@@ -81,6 +89,8 @@ def default_config() -> ml_collections.ConfigDict:
     m.fm_g_block = ""              # '' : b{R/4}
     m.fm_d_block = ""              # '' : b{R/2}
     m.noise = "independent"        # per-layer noise of G_T and G_S ('shared': the same draw)
+    m.mixing_rounds = 1            # style-mixing crossover drawn per batch / mixing_rounds samples (released: 8)
+    m.pl_rounds = 1                # path-length mean updated per pl_batch / pl_rounds samples (released: 8)
     m.dime = ml_collections.ConfigDict()
     m.dime.enabled = True          # False: NICKEL only
     m.dime.form = "moments"        # moments (released) | mmd (ours)
@@ -125,8 +135,9 @@ def resolve(config) -> None:
                              "(a file with bank_<embedder> entries) is not set")
 
 
-def _embedder_roles(m, teacher_d_cfg, dims: dict | None = None):
-    """``{name: (role, NetworkSpec, feature_fn(ctx, img) -> [N, d])}`` for the used embedders.
+def _embedder_roles(m, teacher_d_cfg, dtype=jnp.float32, dims: dict | None = None):
+    """``{name: (role, NetworkSpec, feature_fn(ctx, img) -> [N, d])}`` for the used embedders
+    (CLIP / DINO computed in ``dtype``; float32 outputs).
 
     ``dims`` (if given) is filled with ``name -> d`` (None where it cannot be worked out), so
     that a statistics file can be checked against the embedders before it is read.
@@ -155,13 +166,14 @@ def _embedder_roles(m, teacher_d_cfg, dims: dict | None = None):
             if not e.weights:
                 raise ValueError(f"config.method.dime.embedders.{name}.weights is not set (the {e.kind} weight file)")
             if e.kind in EMBEDDER_FACTORIES:
-                params, apply_fn = EMBEDDER_FACTORIES[e.kind](e.weights, e.preprocess)
+                kw = {} if dtype == jnp.float32 else {"dtype": dtype}
+                params, apply_fn = EMBEDDER_FACTORIES[e.kind](e.weights, e.preprocess, **kw)
             else:
                 try:
                     from gancomp_jax.nets.embedders import load_embedder
                 except ImportError as err:
                     raise ValueError(f"embedder kind {e.kind!r} needs gancomp_jax.nets.embedders ({err})") from None
-                params, apply_fn = load_embedder(e.kind, e.weights, preprocess=e.preprocess)
+                params, apply_fn = load_embedder(e.kind, e.weights, preprocess=e.preprocess, dtype=dtype)
             dims[name] = _output_dim(apply_fn, params, teacher_d_cfg.img_resolution)
             spec = NetworkSpec("module", source=e.weights, trainable=False, module=FunctionModule(apply_fn, e.kind),
                                init=(lambda p: (lambda key: {"params": p}))(params))
@@ -245,8 +257,10 @@ def build(config, env: BuildEnv) -> Method:
 
     # DiME.
     dime_on = bool(m.dime.enabled) and len(m.dime.use) > 0
+    from gancomp_jax.methods.cagc import feature_dtype
+
     embedder_dims: dict = {}
-    embedders = _embedder_roles(m, d_t_cfg, embedder_dims) if dime_on else {}
+    embedders = _embedder_roles(m, d_t_cfg, feature_dtype(env), embedder_dims) if dime_on else {}
     for name, (role, spec, _) in embedders.items():
         networks[role] = spec
     has_stats = dime_on and bool(m.dime.global_stats)
@@ -355,7 +369,8 @@ def build(config, env: BuildEnv) -> Method:
     phases = [Phase("Gmain", "G_S", g_main, loss_metric="G_S/loss", key_id=0)]
     if pl_weight > 0 and int(_get(config, "pl_interval", 4)) > 0:
         phases.append(Phase("Greg", "G_S", path_length_phase_loss("G_S", pl_weight, pl_batch,
-                                                                  float(_get(config, "pl_decay", 0.01))),
+                                                                  float(_get(config, "pl_decay", 0.01)),
+                                                                  rounds=int(m.get("pl_rounds", 1))),
                             interval=int(_get(config, "pl_interval", 4)), loss_metric="G_S/reg_loss", key_id=1))
     phases.append(Phase("Dmain", d_roles, d_main, loss_metric="D/loss", key_id=2))
     if r1_gamma > 0 and int(_get(config, "r1_interval", 16)) > 0:
@@ -368,6 +383,7 @@ def build(config, env: BuildEnv) -> Method:
         phases=phases,
         extra_state={"pl_mean": jnp.zeros((), jnp.float32)},
         style_mixing_prob=float(_get(config, "style_mixing_prob", 0.9)),
+        style_mixing_rounds=int(m.get("mixing_rounds", 1)),
         noise=m.noise,
         ema_kimg=float(_get(config, "ema_kimg", 20.0)),
         ema_rampup=float(_get(config, "ema_rampup", 0.0)) or None,

@@ -24,7 +24,11 @@ Criteria:
   CAGC's ``l1-out``): the consumer's modulated (and, for convs, demodulated) weights averaged
   over the samples, ToRGB with its 1/sqrt(in) gain; ``'raw'``: the stored weights.
 * ``gan_slimming``: mean over samples of |s_c|, the consumer's style (affine output, before the
-  ToRGB weight gain) of channel c — GAN Slimming's channel scaling factors.
+  ToRGB weight gain) of channel c — GAN Slimming's channel scaling factors. This scores every
+  layer by its own consumer's styles, which fixes the released code rather than copying it: the
+  SVS release's ``get_gan_slimming_scores`` concatenates all layers' styles into one vector and
+  slices it by the layer widths in order, so layers after the first are scored by the wrong
+  styles. CAGC's ``l1-style`` metric uses |mean_batch s_c|; this uses mean_batch |s_c|.
 * ``random`` (uniform, seeded) and ``first`` (keeps the lowest channel indices) for ablations.
 """
 

@@ -47,6 +47,8 @@ def default_train_config() -> ml_collections.ConfigDict:
     c.ema_kimg = config_dict.placeholder(float)
     c.ema_rampup = config_dict.placeholder(float)  # 0: no ramp-up
     c.loss = ml_collections.ConfigDict({"g": {"nonsaturating": 1.0}, "d": {"logistic": 1.0}})
+    c.grad_nan_to_num = False            # True: NaN -> 0, ±inf -> ±1e5 in every gradient before the optimiser
+                                         # (NVlabs stylegan2-ada loops: misc.nan_to_num(param.grad, ...))
 
     c.mesh_devices = -1                  # -1: all devices
     c.sharding = "replicate"             # 'replicate' | 'fsdp'

@@ -37,9 +37,18 @@ class Steps:
     ema: Callable
 
 
+def sanitize_gradients(grads):
+    """NVlabs' ``misc.nan_to_num(param.grad, nan=0, posinf=1e5, neginf=-1e5)`` on every leaf."""
+    return jax.tree.map(lambda g: jnp.nan_to_num(g, nan=0.0, posinf=1e5, neginf=-1e5), grads)
+
+
 def make_phase_fn(phase: Phase, key_id: int, method: Method, modules: Mapping[str, Any],
-                  txs: Mapping[str, optax.GradientTransformation], batch_size: int, z_sharding=None):
-    """The un-jitted step of one phase: ``(state, frozen, batch) -> (state, metrics)``."""
+                  txs: Mapping[str, optax.GradientTransformation], batch_size: int, z_sharding=None,
+                  nan_to_num: bool = False):
+    """The un-jitted step of one phase: ``(state, frozen, batch) -> (state, metrics)``.
+
+    ``nan_to_num``: sanitise the gradients (:func:`sanitize_gradients`) before the optimisers,
+    as the NVlabs-based training loops do (``config.grad_nan_to_num``)."""
     interval = int(phase.interval)
 
     def step_fn(state: TrainState, frozen: Mapping[str, Any], batch):
@@ -55,7 +64,8 @@ def make_phase_fn(phase: Phase, key_id: int, method: Method, modules: Mapping[st
             variables.update(frozen)
             ctx = Context(step=state.step, key=key, batch=batch, batch_size=batch_size, variables=variables,
                           modules=modules, specs=method.networks, extra=state.extra,
-                          style_mixing_prob=method.style_mixing_prob, noise=method.noise, z_sharding=z_sharding)
+                          style_mixing_prob=method.style_mixing_prob, noise=method.noise, z_sharding=z_sharding,
+                          style_mixing_rounds=method.style_mixing_rounds)
             loss, metrics = phase.loss(ctx)
             if interval > 1:
                 loss = loss * interval
@@ -63,6 +73,8 @@ def make_phase_fn(phase: Phase, key_id: int, method: Method, modules: Mapping[st
 
         train_params = {r: state.params[r]["params"] for r in phase.updates}
         (loss, (metrics, buffers, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(train_params)
+        if nan_to_num:
+            grads = sanitize_gradients(grads)
         params, opt = dict(state.params), dict(state.opt)
         for role in phase.updates:
             updates, opt[role] = txs[role].update(grads[role], state.opt[role], train_params[role])
@@ -105,8 +117,10 @@ def make_ema_fn(method: Method, batch_size: int):
 
 
 def build_steps(method: Method, modules: Mapping[str, Any], txs: Mapping[str, optax.GradientTransformation],
-                batch_size: int, state_sharding=None, frozen_sharding=None, batch_sharding=None) -> Steps:
-    """Jitted steps. Shardings are NamedSharding trees (None: JAX places everything)."""
+                batch_size: int, state_sharding=None, frozen_sharding=None, batch_sharding=None,
+                nan_to_num: bool = False) -> Steps:
+    """Jitted steps. Shardings are NamedSharding trees (None: JAX places everything);
+    ``nan_to_num``: see :func:`make_phase_fn`."""
     def jit(fn, n_args):
         if state_sharding is None:
             return jax.jit(fn, donate_argnums=0 if DONATE_STATE else ())
@@ -115,7 +129,7 @@ def build_steps(method: Method, modules: Mapping[str, Any], txs: Mapping[str, op
                        donate_argnums=0 if DONATE_STATE else ())
 
     ids = method.phase_key_ids()
-    phases = [(p, jit(make_phase_fn(p, k, method, modules, txs, batch_size, batch_sharding), 3))
+    phases = [(p, jit(make_phase_fn(p, k, method, modules, txs, batch_size, batch_sharding, nan_to_num), 3))
               for p, k in zip(method.phases, ids)]
     return Steps(phases=phases, ema=jit(make_ema_fn(method, batch_size), 1))
 

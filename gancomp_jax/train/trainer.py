@@ -525,7 +525,8 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
     if is_main:
         (workdir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str))
 
-    steps = build_steps(method, nets.modules, txs, B, state_sh, frozen_sh, batch_sh)
+    steps = build_steps(method, nets.modules, txs, B, state_sh, frozen_sh, batch_sh,
+                        nan_to_num=bool(cfg.get("grad_nan_to_num", False)))
     writer = MetricsWriter(workdir, enabled=is_main)
     if latest is not None:
         writer.truncate_after(start_step)
