@@ -31,7 +31,35 @@ from gancomp_jax.train.config import default_train_config, use_digits_student_se
 VARIANTS = ("ffhq256", "released", "digits")
 
 
+def _biggan_digits():
+    """Variant ``biggan_digits``: DGL-GAN on BigGAN (method ``dgl_gan_biggan``). The digits
+    BigGAN teacher (``experiments/biggan.py:digits``; set ``--config.method.teacher=RUN``) is
+    compressed to half width (channel multiplier 1/2): stage 1 trains the narrow student as
+    plain BigGAN for 4 kimg, stage 2 adds ``0.1 · (-D_T(G(z)))`` with the teacher's D frozen
+    for 2 kimg."""
+    import importlib.util
+    import pathlib
+
+    from gancomp_jax.methods import dgl_gan_biggan
+
+    spec = importlib.util.spec_from_file_location("biggan_experiment", pathlib.Path(__file__).with_name("biggan.py"))
+    biggan_experiment = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(biggan_experiment)
+    apply_digits_settings = biggan_experiment.apply_digits_settings
+
+    c = default_train_config()
+    c.job = "dgl_gan"
+    c.method = dgl_gan_biggan.default_config()
+    apply_digits_settings(c)
+    m = c.method
+    m.channel_divisor, m.alpha = 2, 0.1
+    m.stage1_kimg, m.stage2_kimg = 4.0, 2.0
+    return c
+
+
 def get_config(variant: str = "ffhq256"):
+    if variant == "biggan_digits":
+        return _biggan_digits()
     if variant not in VARIANTS:
         raise ValueError(f"unknown dgl_gan variant {variant!r}; choose from {VARIANTS}")
     c = default_train_config()
