@@ -43,6 +43,18 @@ def test_compare_methods_missing_teacher_says_does_not_exist(tmp_path, capsys):
     assert tool.main([str(tmp_path / "out"), "--teacher", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not exist" in err, err
+    # its output folder (and the quickstart's) is new, empty or an earlier run of ours
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "compare.md").write_text("mine")
+    assert tool.main([str(user), "--methods", "nickel_dime"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "compare.md" in err and (user / "compare.md").read_text() == "mine", err
+    from gancomp_jax.jobs import quickstart
+    from gancomp_jax.utils.atomic_dir import OutputRefused
+    with pytest.raises(OutputRefused, match="compare.md"):
+        quickstart.run(_experiment("quickstart"), str(user))
+    assert sorted(p.name for p in user.iterdir()) == ["compare.md"]
 
 
 def test_report_labels_the_mac_ratio_and_shows_the_measured_speedup():
@@ -74,3 +86,10 @@ def test_linked_checkpoint_folder_is_refused_not_followed(tmp_path):
         select_intact(ckpts)
     assert (ckpts / "0").is_symlink() and (elsewhere / "state" / "data.bin").read_bytes() == b"1234"
     assert not (tmp_path / "run" / "checkpoints_rejected").exists()
+
+
+def _experiment(name: str):
+    spec = importlib.util.spec_from_file_location(f"exp_{name}", REPO / "experiments" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config()

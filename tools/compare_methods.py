@@ -263,7 +263,14 @@ def main(argv=None) -> int:
         print(f"error: teacher {teacher} is not a model directory (no model.json)", file=sys.stderr)
         return 2
     out = Path(a.out).absolute()
-    out.mkdir(parents=True, exist_ok=True)
+    from gancomp_jax.utils.atomic_dir import check_workdir, write_marker
+    try:  # new, empty or an earlier comparison of ours (resumed): never a folder of other files
+        if not ((out / "prune").is_dir() or (out / "methods").is_dir()):
+            check_workdir(out, ("prune", "prune_dcp", "svs_init", "methods", "report", "compare.md", "compare.json"))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    write_marker(out, "compare_methods")
     log = lambda s: print(f"{time.strftime('%H:%M:%S')} {s}", flush=True)
     t0 = time.time()
     try:

@@ -151,6 +151,11 @@ def run(config, workdir: str):
     if unknown:
         raise ValueError(f"unknown quickstart stage(s) {unknown}; available: {list(STAGES)}")
     work = Path(workdir).absolute()
+    from gancomp_jax.utils.atomic_dir import check_workdir, write_marker
+
+    if not any((work / s / "DONE.json").is_file() for s in STAGES):  # else: an earlier quickstart, resumed
+        check_workdir(work, ("summary.json", *STAGES))  # new, empty or ours: never a folder of other files
+    write_marker(work, "quickstart")
     t0 = time.time()
     results: dict[str, dict] = {}
     for stage in stages:
