@@ -223,3 +223,14 @@ def test_mse_projection_nvlabs_defaults_recovers_teacher_image(teacher_images, t
                           str(tmp_path / "p"))
     print("PSNR (1000 steps, W, mse):", metrics["psnr"])
     assert metrics["psnr"] > 30.0, metrics
+
+
+@pytest.mark.slow
+def test_projects_into_a_rosinality_checkpoint(tmp_path):
+    """Any MODEL load_any reads: here the rosinality .pt fixture (16 px), a non-square RGB target."""
+    Image.fromarray(np.random.RandomState(0).randint(0, 256, (20, 24, 3)).astype(np.uint8)).save(tmp_path / "t.png")
+    out = tmp_path / "ros"
+    metrics = cli.run_job(project_config(checkpoint=str(REPO / "tests" / "fixtures" / "rosinality_ros16.pt"),
+                                         target=str(tmp_path / "t.png"), num_steps=3, w_avg_samples=16), str(out))
+    assert np.asarray(Image.open(out / "target.png")).shape == (16, 16, 3) and np.isfinite(metrics["psnr"])
+    assert np.load(out / "projected_w.npz")["w"].shape[0] == 1
