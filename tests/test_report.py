@@ -47,3 +47,19 @@ def test_report_table_grid_plot(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="names"):
         report.make_report(str(tmp_path / "teacher"), [str(tmp_path / "student")], out, names=["a"],
                            metrics="", progress=False)
+
+
+def test_time_generators_round_robin_median_and_spread(tmp_path):
+    """Every model timed the same way: warm-up, then round-robin repetitions; median and spread."""
+    from gancomp_jax.jobs.evaluate import load_generator
+
+    _save(tmp_path / "a", 8, 0)
+    _save(tmp_path / "b", 8, 1)
+    specs = [load_generator(str(tmp_path / n)) for n in ("a", "b")]
+    out = report.time_generators(specs, batch_size=4, reps=3, warmup=1)
+    for r in out:
+        assert len(r["times_s"]) == 3 and r["batch_size"] == 4
+        assert r["images_per_second_min"] <= r["images_per_second"] <= r["images_per_second_max"]
+        assert r["images_per_second"] == pytest.approx(4 / sorted(r["times_s"])[1], rel=1e-9)
+    assert report._fmt_speed({"images_per_second": 2599.4, "images_per_second_min": 997.0,
+                              "images_per_second_max": 2812.0}) == "2599.4 (997–2812)"

@@ -40,22 +40,43 @@ from gancomp_jax.utils.ranges import parse_seeds
 REPORT_FILES = ("report.json", "report.md", "grid.png", "quality_vs_macs.png")
 
 
-def images_per_second(spec, batch_size: int = 16, iters: int = 5) -> float:
-    """Generator throughput: images/s of jitted batch inference (const noise, float32)."""
-    G = spec.module
-    fn = jax.jit(lambda v, z, c: G.apply(v, z, c, noise_mode="const"))
-    v = jax.device_put(spec.variables)
-    z = jnp.asarray(np.random.RandomState(0).randn(batch_size, G.config.z_dim), jnp.float32)
-    c = None
-    if G.config.c_dim:
-        c = jnp.zeros((batch_size, G.config.c_dim)).at[:, 0].set(1)
-    jax.block_until_ready(fn(v, z, c))
-    times = []
-    for _ in range(max(1, iters)):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(v, z, c))
-        times.append(time.perf_counter() - t0)
-    return batch_size / statistics.median(times)
+def images_per_second(spec, batch_size: int = 16, iters: int = 9) -> float:
+    """Generator throughput: images/s of jitted batch inference (const noise, float32; median of
+    ``iters`` repetitions after warm-up, :func:`time_generators`)."""
+    return time_generators([spec], batch_size, iters)[0]["images_per_second"]
+
+
+def time_generators(specs: Sequence[Any], batch_size: int = 16, reps: int = 9, warmup: int = 2
+                    ) -> list[dict[str, Any]]:
+    """Throughput of several generators measured the same way, for comparison.
+
+    Every model runs the same jitted float32 call (const noise) on the same ``batch_size``
+    latents; each is compiled and run ``warmup`` times first, then the models are timed
+    round-robin (model 1, 2, ..., model 1, 2, ...) for ``reps`` rounds, so that a change of
+    machine load during the measurement hits all of them alike. Per model: ``images_per_second``
+    = batch / median time, ``images_per_second_min`` / ``_max`` (slowest / fastest repetition),
+    ``times_s`` (every repetition).
+    """
+    runs = []
+    for spec in specs:
+        G = spec.module
+        fn = jax.jit(lambda v, z, c, G=G: G.apply(v, z, c, noise_mode="const"))
+        z = jnp.asarray(np.random.RandomState(0).randn(batch_size, G.config.z_dim), jnp.float32)
+        c = None
+        if G.config.c_dim:
+            c = jnp.zeros((batch_size, G.config.c_dim)).at[:, 0].set(1)
+        args = (jax.device_put(spec.variables), z, c)
+        for _ in range(max(1, warmup)):
+            jax.block_until_ready(fn(*args))
+        runs.append((fn, args, []))
+    for _ in range(max(1, reps)):
+        for fn, args, times in runs:
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times.append(time.perf_counter() - t0)
+    return [dict(images_per_second=batch_size / statistics.median(t), images_per_second_min=batch_size / max(t),
+                 images_per_second_max=batch_size / min(t), times_s=list(t),
+                 batch_size=batch_size) for _, _, t in runs]
 
 
 def sample_row(spec, seeds: Sequence[int]) -> np.ndarray:
@@ -133,16 +154,22 @@ def markdown_table(rows: list[dict]) -> str:
         cells = [r["name"], r["role"], _fmt(r["params"]), _fmt(r["macs"]),
                  f"{100 * r['compression_rate']:.1f} %", f"{r['mac_ratio']:.2f}×",
                  f"{r['measured_speedup']:.2f}×" if r.get("measured_speedup") else "n/a",
-                 f"{r['images_per_second']:.1f}"] + [_fmt(r["metrics"].get(k, "")) for k in keys]
+                 _fmt_speed(r)] + [_fmt(r["metrics"].get(k, "")) for k in keys]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _fmt_speed(r) -> str:
+    lo, hi = r.get("images_per_second_min"), r.get("images_per_second_max")
+    med = f"{r['images_per_second']:.1f}"
+    return f"{med} ({lo:.0f}–{hi:.0f})" if lo is not None and hi is not None else med
 
 
 def make_report(teacher: str, students: Sequence[str] | Mapping[str, str], out_dir: str | Path, *,
                 names: Sequence[str] | None = None, metrics: str = "fid_digits", data=None,
                 inception: str | None = None, vgg16: str | None = None, lpips: str | None = None,
                 fid_convention: str = "nvlabs", num_gen: int | None = None, max_real: int | None = None,
-                seeds: str = "0-7", batch_size: int = 64, speed_batch: int = 16, speed_iters: int = 5,
+                seeds: str = "0-7", batch_size: int = 64, speed_batch: int = 16, speed_iters: int = 9,
                 seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Builds the report (see module docstring) and returns its JSON content.
 
@@ -192,7 +219,6 @@ def make_report(teacher: str, students: Sequence[str] | Mapping[str, str], out_d
                    macs_cagc=int(cost["macs_cagc"]),
                    compression_rate=compression_rate(cost["macs"], teacher_cost["macs"]),
                    mac_ratio=teacher_cost["macs"] / max(cost["macs"], 1),
-                   images_per_second=images_per_second(spec, speed_batch, speed_iters),
                    metrics={}, records=[])
         opts = registry.MetricOptions(G=spec, dataset=source, dataset_name=dataset_name,
                                       inception=inception, vgg16=vgg16, lpips=lpips,
@@ -203,10 +229,12 @@ def make_report(teacher: str, students: Sequence[str] | Mapping[str, str], out_d
             registry.report_metric(rec, str(out), snapshot=str(path))
             row["metrics"].update(rec["results"])
             row["records"].append({k: rec[k] for k in rec if k != "results"})
-        row["measured_speedup"] = row["images_per_second"] / max(rows[0]["images_per_second"] if rows
-                                                                 else row["images_per_second"], 1e-12)
         rows.append(row)
         grid_rows.append(sample_row(spec, seed_list))
+    # all models timed together, round-robin, after the metrics (see time_generators)
+    for row, speed in zip(rows, time_generators([s[3] for s in specs], speed_batch, speed_iters)):
+        row.update(speed)
+        row["measured_speedup"] = row["images_per_second"] / max(rows[0]["images_per_second"], 1e-12)
     size = max(r.shape[1] for r in grid_rows)
     grid = make_grid(np.concatenate([_resize_nearest(r, size) for r in grid_rows]), cols=len(seed_list))
     grid_path = out / "grid.png"
@@ -221,7 +249,9 @@ def make_report(teacher: str, students: Sequence[str] | Mapping[str, str], out_d
           f"Teacher: `{teacher}`. MACs: executed multiply-accumulates of one generated image "
           f"(gancomp_jax.metrics.cost); compression rate = 1 − MACs/MACs(teacher); MAC ratio = "
           f"MACs(teacher)/MACs, the speed-up the MAC count predicts; measured speed-up = images/s over the "
-          f"teacher's images/s; images/s: batch {speed_batch}, float32, on {report['device']}.", "",
+          f"teacher's images/s; images/s: batch {speed_batch}, float32, on {report['device']}: every model "
+          f"compiled and warmed up, then timed round-robin, {speed_iters} repetitions each; median "
+          f"(slowest–fastest repetition).", "",
           markdown_table(rows), ""]
     for r in rows:
         shares = r["metrics"].get("digits_class_shares")
