@@ -372,12 +372,14 @@ def test_output_folder_rules(sources, tmp_path, capsys):
     assert leftovers(tmp_path) == []
 
 
-def test_failed_export_leaves_nothing(sources, tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["conversion", "writing"])
+def test_failed_export_leaves_nothing(where, sources, tmp_path, monkeypatch):
+    import gancomp_jax.deploy.readme as readme
     import gancomp_jax.deploy.stablehlo as shlo
 
     def boom(*a, **k):
         raise RuntimeError("simulated failure")
-    monkeypatch.setattr(shlo, "export_stablehlo", boom)
+    monkeypatch.setattr(*((shlo, "export_stablehlo") if where == "conversion" else (readme, "render")), boom)
     with pytest.raises(RuntimeError, match="simulated"):
         export_generator(sources["rosinality"], str(tmp_path / "out"), "stablehlo")
     assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -38,14 +38,6 @@ _DOCS = {"z": "latent, N(0, I); NVlabs seeds: RandomState(seed).randn(z_dim)",
          "truncation_psi": "truncation ψ toward w_avg on all layers (1: none)"}
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def check_request(fmt: str, noise_mode: str, dtype: str, batch: int | None, truncation_psi: float | None) -> None:
     """Raises ValueError for an export that cannot be made (before anything is read or written)."""
     if fmt not in FORMATS:
@@ -136,31 +128,33 @@ def export_generator(model: str, out_dir: str, fmt: str, truncation_psi: float |
                                    "macs_synthesis", "macs_nominal")},
         jax_version=jax.__version__,
     )
+    # Convert first (the slow part, interruptible), then write the folder in one short step.
+    start = time.perf_counter()
+    if fmt == "onnx":
+        from importlib.metadata import version
+
+        import onnx
+
+        from gancomp_jax.deploy.onnx_graph import OPSET, export_onnx
+
+        data = export_onnx(fn, specs, batch, metadata=dict(
+            source=str(model), source_sha256=summary["source_sha256"], network=name,
+            truncation_psi="input" if truncation_psi is None else truncation_psi, noise_mode=noise_mode))
+        summary.update(opset=OPSET, format_detail=f"ONNX opset {OPSET}",
+                       exporter=f"jax2onnx {version('jax2onnx')}, onnx {onnx.__version__}")
+    else:
+        from gancomp_jax.deploy import stablehlo
+
+        exported, data = stablehlo.export_stablehlo(fn, specs, batch)
+        summary.update(platforms=list(exported.platforms),
+                       calling_convention_version=exported.calling_convention_version,
+                       format_detail="serialized jax.export.Exported, StableHLO",
+                       exporter=f"jax.export (jax {jax.__version__})")
+    summary["export_seconds"] = round(time.perf_counter() - start, 2)
+    summary["file_bytes"] = len(data)
+    summary["file_sha256"] = hashlib.sha256(data).hexdigest()
     with writing_dir(out_dir, [model]) as tmp:
-        start = time.perf_counter()
-        if fmt == "onnx":
-            from importlib.metadata import version
-
-            import onnx
-
-            from gancomp_jax.deploy.onnx_graph import OPSET, export_onnx
-
-            export_onnx(fn, specs, tmp / fname, batch, metadata=dict(
-                source=str(model), source_sha256=summary["source_sha256"], network=name,
-                truncation_psi="input" if truncation_psi is None else truncation_psi, noise_mode=noise_mode))
-            summary.update(opset=OPSET, format_detail=f"ONNX opset {OPSET}",
-                           exporter=f"jax2onnx {version('jax2onnx')}, onnx {onnx.__version__}")
-        else:
-            from gancomp_jax.deploy.stablehlo import export_stablehlo
-
-            exported = export_stablehlo(fn, specs, tmp / fname, batch)
-            summary.update(platforms=list(exported.platforms),
-                           calling_convention_version=exported.calling_convention_version,
-                           format_detail="serialized jax.export.Exported, StableHLO",
-                           exporter=f"jax.export (jax {jax.__version__})")
-        summary["export_seconds"] = round(time.perf_counter() - start, 2)
-        summary["file_bytes"] = (tmp / fname).stat().st_size
-        summary["file_sha256"] = _sha256_file(tmp / fname)
+        (tmp / fname).write_bytes(data)
         (tmp / "signature.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         (tmp / "README.md").write_text(render(summary))
         write_marker(tmp, TOOL)

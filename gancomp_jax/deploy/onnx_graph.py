@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from pathlib import Path
 from typing import Callable, Sequence
 
 import jax
@@ -48,11 +47,12 @@ def _jax2onnx_inputs(specs: Sequence[InputSpec], batch: int | None):
     return out
 
 
-def export_onnx(fn: Callable, specs: Sequence[InputSpec], path: str | Path, batch: int | None,
-                model_name: str = "generator", metadata: dict[str, str] | None = None):
-    """Converts ``fn`` to ONNX at ``path``; ``batch=None`` gives a dynamic batch dimension ``N``.
+def export_onnx(fn: Callable, specs: Sequence[InputSpec], batch: int | None, model_name: str = "generator",
+                metadata: dict[str, str] | None = None) -> bytes:
+    """``fn`` as a checked ONNX model, serialized; ``batch=None`` gives a dynamic batch dimension ``N``.
 
-    Returns the checked ``onnx.ModelProto``. Raises RuntimeError naming the failing step.
+    ``metadata`` goes into the model's ``metadata_props``. Conversion happens in memory, so the
+    caller can write the bytes in one short step.
     """
     import onnx
     from jax2onnx import to_onnx
@@ -64,5 +64,4 @@ def export_onnx(fn: Callable, specs: Sequence[InputSpec], path: str | Path, batc
         entry = model.metadata_props.add()
         entry.key, entry.value = key, str(value)
     onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    return model
+    return model.SerializeToString()
