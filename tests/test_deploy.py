@@ -314,6 +314,18 @@ def test_generated_readme_usage_runs(fmt, exports, monkeypatch):
     assert np.abs(scope["uint8"].astype(int) - want.astype(int)).max() <= 1
 
 
+def test_onnx_generate_bad_input(tmp_path):
+    (tmp_path / "not.onnx").write_bytes(b"not a graph")
+    for argv in ([str(tmp_path / "missing.onnx"), str(tmp_path / "o")],
+                 [str(tmp_path / "not.onnx"), str(tmp_path / "o")],
+                 [str(tmp_path / "not.onnx"), str(tmp_path / "o"), "--seeds", "3-1"]):
+        proc = subprocess.run([sys.executable, str(REPO / "tools" / "onnx_generate.py"), *argv],
+                              capture_output=True, text=True, timeout=60)
+        err = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(err) == 1 and err[0].startswith("error: "), proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input: one error line, exit 2, nothing written.
 
