@@ -82,25 +82,26 @@ class TorchNVlabsG:
             x = self.fir(x, self.t["synthesis.b4.resample_filter"], pad=(1, 1, 1, 1), gain=4.0)
         return x.reshape(n, o, *x.shape[2:])
 
-    def layer(self, name, x, w, noise_mode, up=1):
+    def layer(self, name, x, w, noise_mode, up=1, noise=None):
         x = self.modconv(x, self.t[f"{name}.weight"], self.affine(name, w), True, up)
-        if noise_mode == "const":
-            x = x + self.t[f"{name}.noise_const"] * self.t[f"{name}.noise_strength"]
+        if noise_mode == "const":  # ``noise``: replacement noise_const maps by NVlabs name (the projector's)
+            const = self.t[f"{name}.noise_const"] if noise is None else noise[f"{name}.noise_const"]
+            x = x + const * self.t[f"{name}.noise_strength"]
         return self.lrelu(x + self.t[f"{name}.bias"][None, :, None, None])
 
     def torgb(self, name, x, w):
         styles = self.affine(name, w) / math.sqrt(x.shape[1])
         return self.modconv(x, self.t[f"{name}.weight"], styles, False) + self.t[f"{name}.bias"][None, :, None, None]
 
-    def synthesis(self, ws, noise_mode="const"):
+    def synthesis(self, ws, noise_mode="const", noise=None):
         x = self.t["synthesis.b4.const"][None].repeat(ws.shape[0], 1, 1, 1)
-        x = self.layer("synthesis.b4.conv1", x, ws[:, 0], noise_mode)
+        x = self.layer("synthesis.b4.conv1", x, ws[:, 0], noise_mode, noise=noise)
         img = self.torgb("synthesis.b4.torgb", x, ws[:, 1])
         idx, res = 1, 8
         while res <= self.res:
             b = f"synthesis.b{res}"
-            x = self.layer(f"{b}.conv0", x, ws[:, idx], noise_mode, up=2)
-            x = self.layer(f"{b}.conv1", x, ws[:, idx + 1], noise_mode)
+            x = self.layer(f"{b}.conv0", x, ws[:, idx], noise_mode, up=2, noise=noise)
+            x = self.layer(f"{b}.conv1", x, ws[:, idx + 1], noise_mode, noise=noise)
             img = self.fir(img, self.t[f"{b}.resample_filter"], up=2, pad=(2, 1, 2, 1), gain=4.0)
             img = img + self.torgb(f"{b}.torgb", x, ws[:, idx + 2])
             idx, res = idx + 2, res * 2

@@ -194,13 +194,15 @@ def make_step(G: Generator, dist: Callable, o: ProjectorOptions, paths: list[tup
 
 def project(G: Generator, variables: Any, target_u8: np.ndarray, prepare: Callable, dist: Callable,
             o: ProjectorOptions = ProjectorOptions(), *, w_avg_std: tuple[np.ndarray, float] | None = None,
-            step: tuple[Any, Callable] | None = None,
+            step: tuple[Any, Callable] | None = None, initial_noise: dict[str, np.ndarray] | None = None,
             progress: Callable[[int, float, float], None] | None = None) -> Projection:
     """Projects uint8 ``target_u8 [R, R, C]`` into ``G`` (see the module docstring).
 
     ``prepare``/``dist`` come from :func:`gancomp_jax.editing.perceptual.make_distance`;
     ``w_avg_std`` reuses precomputed :func:`w_stats`; ``step`` reuses :func:`make_step` (built with
-    the same ``dist``, ``o`` and generator); ``progress(step, dist, loss)`` is called after every step.
+    the same ``dist``, ``o`` and generator); ``initial_noise`` replaces the random initial noise maps
+    (keys ``'synthesis/b4/conv1/noise_const'`` ..., as in :attr:`Projection.noise`; for tests against a
+    reference); ``progress(step, dist, loss)`` is called after every step.
     """
     o.validate()
     cfg = G.config
@@ -216,6 +218,10 @@ def project(G: Generator, variables: Any, target_u8: np.ndarray, prepare: Callab
     key, *nkeys = jax.random.split(key, len(paths) + 1)
     flat = traverse_util.flatten_dict(dict(variables["buffers"]))
     noise = [jax.random.normal(k, flat[p].shape, jnp.float32) for k, p in zip(nkeys, paths)]
+    if initial_noise is not None:
+        if sorted(initial_noise) != sorted("/".join(p) for p in paths):
+            raise ValueError(f"initial_noise must give exactly the maps {['/'.join(p) for p in paths]}")
+        noise = [jnp.asarray(initial_noise["/".join(p)], jnp.float32) for p in paths]
     w0 = np.repeat(w_avg, cfg.num_ws, axis=1) if o.space == "w_plus" else w_avg
     params = {"w": jnp.asarray(w0, jnp.float32), "noise": noise}
     opt_state = tx.init(params)
