@@ -67,6 +67,7 @@ def batch(n=2 * B, seed=0):
     return {"image": img, "label": jnp.arange(n, dtype=jnp.int32) % 3}
 
 
+@pytest.mark.slow
 def test_one_teacher_iteration_changes_only_intended_networks():
     method = biggan.build(tiny_method_config(), BuildEnv(batch_size=2 * B, num_devices=1, mbstd_num_shards=1))
     assert [p.name for p in method.phases] == ["D0", "D1", "G"]
@@ -106,6 +107,29 @@ def test_one_teacher_iteration_changes_only_intended_networks():
     for k in a:
         np.testing.assert_allclose(np.asarray(a[k]), 0.9 * np.asarray(e[k]) + 0.1 * np.asarray(b[k]), rtol=1e-6,
                                    atol=1e-6)
+
+
+def test_biggan_ema_decay_start_and_buffers():
+    """BigGAN-PyTorch's utils.ema: a copy while the 1-based iteration < start, then
+    ema = decay·ema + (1 - decay)·net over params and buffers."""
+    from gancomp_jax.methods.base import Method, NetworkSpec, OptimizerSpec, Phase
+    from gancomp_jax.train.state import TrainState
+
+    cfg = BigGANGeneratorConfig.biggan(32, ch=2, attention="16", dim_z=8, shared_dim=4, n_classes=3)
+    method = Method(networks={"G": NetworkSpec("biggan_generator", cfg, ema=True)},
+                    optimizers={"G": OptimizerSpec(1e-3)}, phases=[Phase("G", "G", lambda ctx: (0.0, {}))],
+                    ema_decay=0.9, ema_start_step=3, ema_buffers=True)
+    net = {"params": {"w": jnp.ones(3)}, "buffers": {"u": jnp.zeros(2)}}
+    ema = {"params": {"w": jnp.zeros(3)}, "buffers": {"u": jnp.ones(2)}}
+    fn = make_ema_fn(method, 8)
+    st = TrainState(step=jnp.int32(1), params={"G": net}, opt={}, ema={"G": ema}, extra={}, key=jnp.zeros(2, jnp.uint32))
+    out, m = fn(st)  # iteration 2 < 3: copy
+    assert float(m["G/ema_beta"]) == 0.0 and int(out.step) == 2
+    np.testing.assert_array_equal(out.ema["G"]["params"]["w"], 1.0)
+    np.testing.assert_array_equal(out.ema["G"]["buffers"]["u"], 0.0)
+    out, m = fn(st.replace(step=jnp.int32(2)))  # iteration 3: decay
+    np.testing.assert_allclose(out.ema["G"]["params"]["w"], 0.1, rtol=1e-6)
+    np.testing.assert_allclose(out.ema["G"]["buffers"]["u"], 0.9, rtol=1e-6)
 
 
 def test_ortho_penalty_gradient_is_biggan_pytorch_ortho():
@@ -188,3 +212,37 @@ def test_config_errors(teacher_and_stage1):
     c.method.update(dict(stage=2, teacher=str(teacher_and_stage1 / "teacher")))
     with pytest.raises(ValueError, match="stage1"):
         dgl_gan_biggan.build(c, env)
+
+
+@pytest.mark.slow
+def test_stop_and_resume_is_exact(tmp_path):
+    """Two iterations in one run equal one iteration, a stop, and a resumed second one."""
+    import importlib.util
+    from pathlib import Path
+
+    from gancomp_jax.main import run_job
+
+    spec = importlib.util.spec_from_file_location("bg_exp", Path(__file__).resolve().parents[1] / "experiments" /
+                                                  "biggan.py")
+    exp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp)
+
+    def cfg(steps):
+        c = exp.get_config("digits")
+        c.method.G_ch = c.method.D_ch = 2
+        c.method.dim_z, c.method.shared_dim = 8, 4
+        c.batch_size, c.total_steps, c.progress = 8, steps, False
+        c.checkpoint_every_steps, c.log_every_steps, c.async_checkpointing = 1, 1, False
+        c.method.ema_start = 0
+        return c
+
+    run_job(cfg(2), str(tmp_path / "a"))
+    run_job(cfg(1), str(tmp_path / "b"))
+    run_job(cfg(2), str(tmp_path / "b"))
+    a = checkpoints.load_model(tmp_path / "a" / "model")
+    b = checkpoints.load_model(tmp_path / "b" / "model")
+    assert set(a) == set(b) == {"G", "G_ema", "D"}
+    for name in a:
+        fa, fb = flat(a[name].variables), flat(b[name].variables)
+        for k in fa:
+            assert np.array_equal(fa[k], fb[k]), (name, k)

@@ -69,7 +69,8 @@ def assert_buffers_equal(jax_buffers, torch_net, tol=1e-5):
         np.testing.assert_allclose(np.asarray(a[k]), b[k], rtol=tol, atol=tol, err_msg=k)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(hier=False, attention="8"), dict(mybn=True, num_svs=2, num_itrs=2)])
+@pytest.mark.parametrize("kw", [dict(), pytest.param(dict(hier=False, attention="8"), marks=pytest.mark.slow),
+                                dict(mybn=True, num_svs=2, num_itrs=2)])
 def test_generator_eval_parity(kw):
     cfg = g_config(**kw)
     G = torch_g(cfg).eval()
@@ -90,7 +91,7 @@ def test_generator_eval_parity(kw):
     np.testing.assert_array_equal(np.asarray(BigGANGenerator(cfg).apply(v, jnp.asarray(z), onehot)), got)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(mybn=True, num_svs=2, num_itrs=2)])
+@pytest.mark.parametrize("kw", [pytest.param(dict(), marks=pytest.mark.slow), dict(mybn=True, num_svs=2, num_itrs=2)])
 def test_generator_train_mode_parity(kw):
     cfg = g_config(**kw)
     G = torch_g(cfg).train()
@@ -103,6 +104,7 @@ def test_generator_train_mode_parity(kw):
     assert_buffers_equal(upd["buffers"], G)
 
 
+@pytest.mark.slow
 def test_standing_stats_pass_parity():
     cfg = g_config(mybn=True)
     G = torch_g(cfg).train()
@@ -128,7 +130,7 @@ def test_standing_stats_pass_parity():
     np.testing.assert_allclose(np.asarray(got), want, atol=2e-4)
 
 
-@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("train", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_discriminator_parity(train):
     cfg = d_config(num_svs=2)
     D = torch_d(cfg).train(train)
@@ -144,6 +146,7 @@ def test_discriminator_parity(train):
     assert_buffers_equal(upd["buffers"], D)
 
 
+@pytest.mark.slow
 def test_discriminator_64_attention_parity():
     cfg = BigGANDiscriminatorConfig.biggan(64, ch=8, attention="32", n_classes=5)
     D = torch_d(cfg).eval()
