@@ -3,8 +3,9 @@
 
     python tools/profile.py MODEL [--json FILE] [--latency] [--teacher MODEL] [--ratio R]
 
-MODEL is a model directory, an NVlabs ``.pkl``, a rosinality/CAGC ``.pt``, an NVlabs-layout
-``.safetensors`` (tools/export_pt.py) or ``preset:NAME`` (e.g. ``preset:paper256``: the
+MODEL is anything ``gancomp_jax.checkpoints.load_any`` reads (a model directory, a training or
+DGL-GAN run directory, an NVlabs ``.pkl``, a rosinality/CAGC ``.pt``, an NVlabs-layout
+``.safetensors`` from tools/export_pt.py) or ``preset:NAME`` (e.g. ``preset:paper256``: the
 architecture only, random weights). ``--ratio R`` narrows the generator by CAGC's rule
 (``floor(R·C)`` channels removed from every layer) before profiling; ``--teacher`` adds the
 compression rate against another model's generator (default with ``--ratio``: the unpruned
@@ -59,12 +60,7 @@ def load_networks(spec: str) -> dict:
 
         preset = get_preset(spec.split(":", 1)[1])
         return {"G_ema": ("generator", preset.generator), "D": ("discriminator", preset.discriminator)}
-    if spec.endswith(".safetensors"):
-        from gancomp_jax.export.nvlabs_safetensors import load_nvlabs_safetensors
-
-        net = load_nvlabs_safetensors(spec)
-        return {"G_ema" if net.kind == "generator" else "D": net}
-    return dict(checkpoints.load_any(spec))
+    return dict(checkpoints.load_any(spec))  # every MODEL form we write (.nvlabs.safetensors, run dirs, ...)
 
 
 def _kind_config(net):
