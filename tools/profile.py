@@ -149,6 +149,20 @@ def jax_backend() -> str:
     return jax.default_backend()
 
 
+def _biggan_profile(spec: str, networks: dict) -> int:
+    """BigGAN models: parameters of every network and the generator's MACs per image."""
+    from gancomp_jax.convert.common import count_parameters
+    from gancomp_jax.models.biggan.cost import generator_macs
+
+    for name, net in networks.items():
+        kind, cfg = _kind_config(net)
+        params = count_parameters(net.variables) if not isinstance(net, tuple) else count_parameters(
+            checkpoints.abstract_variables(kind, cfg))
+        macs = f"  {generator_macs(cfg) / 1e6:,.1f} M MACs/image" if kind == "biggan_generator" else ""
+        print(f"{name:<6} {kind:<20} {cfg.resolution}px  {params:,} params{macs}  widths {list(cfg.channels)}")
+    return 0
+
+
 def run(args) -> int:
     spec = args.model
     if not spec.startswith("preset:") and not Path(spec).exists():
@@ -157,6 +171,8 @@ def run(args) -> int:
                                           human)
 
     networks = load_networks(spec)
+    if any(str(_kind_config(v)[0]).startswith("biggan") for v in networks.values()):
+        return _biggan_profile(spec, networks)
     gname = next((n for n in ("G_ema", "G") if n in networks and _kind_config(networks[n])[0] == "generator"),
                  next((n for n, v in networks.items() if _kind_config(v)[0] == "generator"), None))
     dname = next((n for n, v in networks.items() if _kind_config(v)[0] == "discriminator"), None)
