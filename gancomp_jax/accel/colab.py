@@ -150,3 +150,36 @@ def check_smoke(smoke: bool, **weight_paths: str) -> None:
     if smoke and given:
         raise NotebookInputError(f"SMOKE=True runs offline on the shipped digits teacher, but weight paths are set: "
                                  f"{', '.join(f'{k}={v}' for k, v in given.items())}; clear them or set SMOKE=False")
+
+
+def run_job(repo: str | os.PathLike, experiment: str, workdir: str, *overrides: str, quiet: bool = False) -> None:
+    """``python -m gancomp_jax.main --config REPO/experiments/<experiment> --workdir W --config.k=v ...``
+    with its output streamed into the notebook; a failure raises with the job's last lines."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "gancomp_jax.main", "--config", str(Path(repo) / "experiments" / experiment),
+           "--workdir", str(workdir), *overrides]
+    print("$", " ".join(cmd[1:]), flush=True)
+    tail: list[str] = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=str(repo)) as p:
+        for line in p.stdout:
+            tail = (tail + [line.rstrip()])[-20:]
+            if not quiet:
+                print(line, end="", flush=True)
+        rc = p.wait()
+    if rc != 0:
+        raise NotebookInputError(f"{experiment} failed (exit {rc}):\n" + "\n".join(tail))
+
+
+def run_tool(repo: str | os.PathLike, tool: str, *args: str) -> str:
+    """``python REPO/tools/<tool> ARGS`` → its output (printed); a failure raises with it."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(Path(repo) / "tools" / tool), *args], capture_output=True, text=True,
+                       cwd=str(repo))
+    print(r.stdout, end="")
+    if r.returncode != 0:
+        raise NotebookInputError(f"tools/{tool} failed (exit {r.returncode}): {r.stderr.strip()[-2000:]}")
+    return r.stdout
