@@ -27,6 +27,7 @@ F = torch.nn.functional
 from gancomp_jax.nets import clip_resnet  # noqa: E402
 from gancomp_jax.nets.torchscript import load_torchscript_state_dict  # noqa: E402
 from gancomp_jax.nets.weights import save_converted  # noqa: E402
+from tolerances import assert_gradients_match  # noqa: E402
 
 IMAGE = 64
 SMALL = dict(layers=(2, 1, 1, 1), width=16, heads=8, output_dim=64)
@@ -220,7 +221,7 @@ def _check_gradient(reference, variables, config):
     )
     xt = torch.from_numpy(x).permute(0, 3, 1, 2).requires_grad_(True)
     (reference(xt) * torch.from_numpy(w)).sum().backward()
-    _assert_close(grad, xt.grad.permute(0, 2, 3, 1).numpy(), rel=1e-3)
+    assert_gradients_match(grad, xt.grad.permute(0, 2, 3, 1).numpy())  # tests/tolerances.py
 
 
 def test_bfloat16_runs_close(converted, jitted):

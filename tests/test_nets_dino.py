@@ -21,6 +21,7 @@ F = torch.nn.functional
 
 from gancomp_jax.nets import resnet  # noqa: E402
 from gancomp_jax.nets.weights import save_converted  # noqa: E402
+from tolerances import assert_gradients_match  # noqa: E402
 
 SMALL = dict(layers=(1, 2, 1, 1), width=8)
 
@@ -171,7 +172,7 @@ def test_gradient_wrt_image_matches_torch(tmp_path, reference):
     grad = jax.jit(jax.grad(lambda img: jnp.sum(net.apply(net.params, img) * w)))(jnp.asarray(x))
     xt = torch.from_numpy(x).permute(0, 3, 1, 2).requires_grad_(True)
     (reference(xt) * torch.from_numpy(w)).sum().backward()
-    _assert_close(grad, xt.grad.permute(0, 2, 3, 1).numpy(), rel=1e-3)
+    assert_gradients_match(grad, xt.grad.permute(0, 2, 3, 1).numpy())  # tests/tolerances.py
 
 
 def test_bfloat16(tmp_path, reference):

@@ -25,6 +25,7 @@ pfi = pytest.importorskip("pytorch_fid.inception")
 from gancomp_jax import nets  # noqa: E402
 from gancomp_jax.nets import inception  # noqa: E402
 from gancomp_jax.nets.preprocess import fid_inception_input  # noqa: E402
+from tolerances import assert_gradients_match  # noqa: E402
 
 
 def _randomize(model: torch.nn.Module, seed: int) -> None:
@@ -105,7 +106,7 @@ def test_parity_pool_logits_and_gradient(weight_file, reference):
     assert np.max(np.abs(out["logits"] - logits_t)) <= 1e-4 * np.max(np.abs(logits_t))
 
     grad = jax.jit(jax.grad(lambda im: jnp.sum(net.apply(net.params, im)["pool"] * jnp.asarray(r.numpy()))))(x_nhwc)
-    assert np.max(np.abs(grad - grad_t)) <= 1e-4 * np.max(np.abs(grad_t))
+    assert_gradients_match(grad, grad_t)  # error analysis: tests/tolerances.py
 
 
 def test_pytorch_fid_preprocessing_matches():

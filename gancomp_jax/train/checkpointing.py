@@ -195,6 +195,7 @@ class TrainCheckpointer:
         self._mngr = ocp.CheckpointManager(self.directory, options=options,
                                            item_names=("state", "data", "meta"))
         self._unsealed: list[int] = []
+        self.last_sealed: int | None = None  # newest step this process sealed (no re-hashing)
 
     def latest_step(self) -> int | None:
         return self._mngr.latest_step()
@@ -210,6 +211,7 @@ class TrainCheckpointer:
                 step_dir = self.directory / str(step)
                 if step_dir.is_dir():  # may have been pruned by max_to_keep meanwhile
                     write_manifest(step_dir)
+                    self.last_sealed = max(step, self.last_sealed or step)
         self._unsealed = []
 
     def seal_if_done(self) -> None:

@@ -25,9 +25,7 @@ import json
 import math
 import resource
 import shutil
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -48,6 +46,7 @@ from gancomp_jax.train import sharding as shd
 from gancomp_jax.train.checkpointing import TrainCheckpointer, select_intact
 from gancomp_jax.utils.atomic_dir import check_run_workdir, write_marker
 from gancomp_jax.train.errors import NonFiniteLossError, TrainingDataError, TrainingInterrupted
+from gancomp_jax.train.interrupt import GracefulInterrupt
 from gancomp_jax.train.metrics_writer import MetricsWriter, write_grid
 from gancomp_jax.train.networks import Networks
 from gancomp_jax.train.state import TrainState, init_state, lazy_adam
@@ -280,30 +279,6 @@ class _Averager:
         return out
 
 
-class _StopOnSigint:
-    """Ctrl-C during the train loop: stop at the next step boundary (a second Ctrl-C interrupts
-    at once). Libraries running in the loop (input pipeline threads, async checkpointing) may
-    otherwise swallow the KeyboardInterrupt."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-
-    def uninstall(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-
 def _data_read_error(e: BaseException) -> BaseException | None:
     """The ``data.sources.DataReadError`` behind ``e`` (reader threads may wrap it), else None."""
     seen = set()
@@ -441,18 +416,31 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, hooks: Sequenc
                          f"bucket (gcsfuse) or use a mounted Google Drive folder")
     workdir = Path(workdir).absolute()
     created = not workdir.exists()
+    stop = GracefulInterrupt()
+
+    def remove_if_empty_run():  # Ctrl-C before anything worth keeping was written
+        if created and workdir.is_dir() and not any((workdir / "checkpoints").glob("[0-9]*")) \
+                and jax.process_index() == 0:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    stop.on_abandon = remove_if_empty_run
+    stop.describe = lambda: "stopped while starting, before the first step; re-run the same command to start again"
+    stop.install()
     try:
         with matmul_precision(config):
-            return _train(config, workdir, hooks)
+            return _train(config, workdir, hooks, stop)
     except (ValueError, FileNotFoundError):
         # A failure on the inputs: leave no empty run directory behind.
         if created and workdir.is_dir() and not any((workdir / "checkpoints").glob("[0-9]*")) \
                 and jax.process_index() == 0:
             shutil.rmtree(workdir, ignore_errors=True)
         raise
+    finally:
+        stop.uninstall()
 
 
-def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hook]) -> TrainResult:
+def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hook], stop: GracefulInterrupt
+           ) -> TrainResult:
     # new, empty, an earlier run or marked as ours: never a folder of other files (nor a link)
     check_run_workdir(workdir)
     if jax.process_index() == 0:
@@ -484,6 +472,10 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
     # Checkpoints: resume or start -------------------------------------------------------------
     ckpt_dir = workdir / "checkpoints"
     latest = select_intact(ckpt_dir, is_main, restart=bool(cfg.get("restart", False)))
+    if latest is not None:
+        stop.on_abandon = None
+        stop.describe = lambda: (f"stopped while resuming, before the first step; last checkpoint: step {latest} in "
+                                 f"{ckpt_dir}; re-run the same command to resume")
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("gancomp_jax:select_intact")
     meta_model = {"method": cfg.method.name, "networks": nets.description()}
@@ -612,7 +604,12 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
                  cfg.method.name, cfg.model.preset, r.g_cfg.img_resolution, total, B, r.mesh_devices, cfg.sharding,
                  workdir)
     step = start_step
-    stop = _StopOnSigint()
+
+    def describe_stop() -> str:  # cheap: runs in the Ctrl-C watchdog (see train/interrupt.py)
+        sealed = ckpt.last_sealed if ckpt.last_sealed is not None else latest
+        where = f"step {sealed} in {ckpt.directory}" if sealed is not None else "none yet"
+        return f"stopped at step {step}; last checkpoint: {where}; re-run the same command to resume"
+
     exports = {}
     for role in nets.trainable:
         spec = method.networks[role]
@@ -623,7 +620,6 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
                 exports[spec.export + "_ema"] = {**e, "ema": True}
     meta = {"model": meta_model, "state_format": STATE_FORMAT, "frozen": frozen_record, "exports": exports}
     try:
-        stop.install()
         while step < total:
             if stop.requested:
                 raise KeyboardInterrupt
@@ -655,6 +651,8 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
                     f"non-finite loss at step {step}: {bad}; stopped. Last good checkpoint: "
                     f"{'step ' + str(good) if good is not None else 'none'} in {ckpt.directory}")
             step += 1
+            if not stop.in_loop:  # until the first step is done (compiled) Ctrl-C abandons at once
+                stop.describe, stop.in_loop = describe_stop, True
             n_tick += 1
             avg.add(metrics)
             ckpt.seal_if_done()
@@ -686,7 +684,6 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
         raise TrainingInterrupted(f"stopped at step {step}; last checkpoint: {where}; "
                                   f"re-run the same command to resume") from None
     finally:
-        stop.uninstall()
         pbar.close()
         ckpt.close()
         writer.flush()
