@@ -115,4 +115,4 @@ def test_readme_commands_match_ci():
     commands = [l for l in readme if l.startswith("python3.11 -m venv")]
     assert len(commands) >= 2 and "gancomp_jax.main --config experiments/quickstart.py" in commands[0]
     ci = (REPO / ".ci" / "run").read_text()
-    assert commands[1].replace("pip install -r", "pip install -q -r") in ci
+    assert commands[1].replace("pip install -r", "pip install -q -r", 1) in ci
