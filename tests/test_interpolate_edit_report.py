@@ -39,17 +39,18 @@ def student(tmp_path_factory):
 def test_morph_keyframes_are_the_generated_images(student, tmp_path):
     gen = tmp_path / "gen"
     cli.run_job(load_experiment("generate", checkpoint=str(DIGITS_TEACHER), seeds="4,9", grid=False), str(gen))
-    for space in ("w", "z"):
+    for space, models in (("w", f"{DIGITS_TEACHER},{student}"), ("z", str(DIGITS_TEACHER))):
         out = tmp_path / f"morph_{space}"
-        cli.run_job(load_experiment("interpolate", checkpoints=f"{DIGITS_TEACHER},{student}", names="t,s",
+        n = len(models.split(","))
+        cli.run_job(load_experiment("interpolate", checkpoints=models, names="t,s" if n == 2 else "t",
                                     seeds="4,9", frames=3, space=space), str(out))
         strip = np.asarray(Image.open(out / "strip.png"))
-        assert strip.shape == (2 * 32, 4 * 32, 3)                  # 2 models x (1 segment * 3 + 1) frames
+        assert strip.shape == (n * 32, 4 * 32, 3)                  # n models x (1 segment * 3 + 1) frames
         for col, seed in ((0, 4), (3, 9)):
             want = np.asarray(Image.open(gen / f"seed{seed:04d}.png")).astype(int)
             assert np.abs(strip[:32, col * 32:(col + 1) * 32].astype(int) - want).max() <= 1
         gif = Image.open(out / "morph.gif")
-        assert gif.n_frames == 4 and gif.size == (2 * 32, 32)       # models side by side
+        assert gif.n_frames == 4 and gif.size == (n * 32, 32)       # models side by side
         assert json.loads((out / "interpolate.json").read_text())["num_frames"] == 4
 
 

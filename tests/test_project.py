@@ -100,6 +100,7 @@ def test_rerun_of_a_finished_projection_does_nothing(projected, capsys):
         cli.run_job(project_config(target=target, num_steps=7, video="gif", video_every=20), str(out))
 
 
+@pytest.mark.slow  # another compilation of the step (~8 s of CPU); the W path is in the default set
 def test_w_plus_and_optimized_noise_render(teacher_images, tmp_path):
     out = tmp_path / "wp"
     cli.run_job(project_config(target=str(teacher_images[1]), space="w_plus", render_noise="optimized",
