@@ -10,7 +10,12 @@ Variant `digits`: the shipped digits teacher, 32 real digits images as targets, 
 projections.png, style_mixing/<model>.png, morph/strip.png + morph.gif, project/<model>/<target>/.
 """
 
+from pathlib import Path
+
 import ml_collections
+
+# the digits teacher shipped with the package (absolute, so the variant works from any directory)
+DIGITS_TEACHER = str(Path(__file__).resolve().parents[1] / "gancomp_jax" / "assets" / "digits_teacher")
 
 
 def get_config(variant: str = ""):
@@ -49,7 +54,7 @@ def get_config(variant: str = ""):
     c.video = "gif"
     c.progress = True
     if variant == "digits":
-        c.teacher = "gancomp_jax/assets/digits_teacher"
+        c.teacher = DIGITS_TEACHER
         c.digits_targets = 32
         c.loss = "mse"
         c.num_steps = 200

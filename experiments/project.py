@@ -9,7 +9,12 @@ Variant `digits`: the shipped digits teacher, loss=mse, 200 steps, 2,000 w_avg s
 Writes target.png, proj.png, projected_w.npz, proj.gif, metrics.json (see gancomp_jax/jobs/project.py).
 """
 
+from pathlib import Path
+
 import ml_collections
+
+# the digits teacher shipped with the package (absolute, so the variant works from any directory)
+DIGITS_TEACHER = str(Path(__file__).resolve().parents[1] / "gancomp_jax" / "assets" / "digits_teacher")
 
 
 def get_config(variant: str = ""):
@@ -39,7 +44,7 @@ def get_config(variant: str = ""):
     c.video_every = 10                # one progress frame every N steps
     c.progress = True
     if variant == "digits":
-        c.checkpoint = "gancomp_jax/assets/digits_teacher"
+        c.checkpoint = DIGITS_TEACHER
         c.loss = "mse"
         c.num_steps = 200
         c.w_avg_samples = 2000

@@ -206,6 +206,16 @@ def test_vgg_losses_without_weights_name_the_file(tmp_path, loss):
     assert not (tmp_path / "out").exists()
 
 
+def test_mp4_needs_an_encoder(tmp_path):
+    from gancomp_jax.editing import outputs
+
+    if outputs.ffmpeg_available():
+        pytest.skip("imageio-ffmpeg is installed here")
+    with pytest.raises(ValueError, match=r"video='mp4' needs an MP4 encoder \(pip install imageio imageio-ffmpeg\)"):
+        cli.run_job(project_config(target=str(tmp_path / "x.png"), video="mp4"), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_prints_one_error_line(tmp_path):
     base = _bad_inputs(tmp_path / "in")
     env = dict(os.environ, JAX_PLATFORMS="cpu")
