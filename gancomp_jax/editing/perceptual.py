@@ -7,18 +7,20 @@ where ``target`` is uint8 ``[1, R, R, C]`` and ``synth`` the generator's float o
 
 **vgg_nvlabs** — what NVlabs' ``projector.py`` computes with its TorchScript ``vgg16.pt``: both
 images in ``[0, 255]`` (``(synth + 1) * 255/2``), area-downsampled to 256x256 when larger, fed to
-``vgg16(x, resize_images=False, return_lpips=True)``, which returns per image one vector (the
-five VGG taps, each unit-normalised over channels and weighted by the square root of the LPIPS
-linear head divided by the tap's ``h*w``) whose squared Euclidean distance is the LPIPS
-distance; the loss is ``(target_features - synth_features).square().sum()`` with the target's
-features computed once. We build the same vector from torchvision's VGG16 trunk
-(``vgg16-397923af.pth``, which users provide) and the LPIPS v0.1 heads (``weights/v0.1/vgg.pth``
-in the ``lpips`` wheel). What differs from NVlabs, therefore:
+``vgg16(x, resize_images=False, return_lpips=True)``, which returns per image one vector whose
+squared Euclidean distance is the LPIPS distance (NVlabs' PPL metric relies on exactly that);
+the loss is ``(target_features - synth_features).square().sum()`` with the target's features
+computed once. We build such a vector explicitly — the five VGG taps, each unit-normalised over
+channels, multiplied by ``sqrt(lin_k / (h_k * w_k))`` (LPIPS head ``k``, tap size), flattened and
+concatenated — from torchvision's VGG16 trunk (``vgg16-397923af.pth``, which users provide) and
+the LPIPS v0.1 heads (``weights/v0.1/vgg.pth`` in the ``lpips`` wheel); its squared distance
+equals ``lpips.LPIPS(net='vgg')`` (tested). What differs from NVlabs, therefore:
 
 - the trunk weights: NVlabs' ``vgg16.pt`` is a port of the VGG16 inside StyleGAN's TensorFlow
   ``vgg16_zhang_perceptual.pkl``; ours are torchvision's (the trunk the ``lpips`` package uses);
 - the linear heads: ours are LPIPS v0.1; the heads baked into ``vgg16.pt`` come from the same
-  LPIPS work but their exact version is not recorded in the file's name;
+  LPIPS work but their exact version is not recorded in the file's name (we could not inspect
+  the file offline);
 - the input normalisation: ``vgg16.pt`` normalises its ``[0, 255]`` input inside the TorchScript
   code; we map ``[0, 255]`` to ``[-1, 1]`` and apply LPIPS' scaling layer (shift/scale), as the
   ``lpips`` package does.
