@@ -22,11 +22,10 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from flax import traverse_util
 
 from gancomp_jax.models import registry
 from gancomp_jax.models.registry import KINDS, abstract_variables  # noqa: F401  (network construction)
-from gancomp_jax.models.network import Network  # noqa: F401  (re-exported: checkpoints.Network)
+from gancomp_jax.models.network import Network, check_variables  # noqa: F401  (re-exported)
 from gancomp_jax.utils.atomic_dir import check_output_dir, writing_dir
 
 FORMAT = "gancomp_jax.model"
@@ -41,25 +40,6 @@ def init_network(kind: str, config, key: jax.Array) -> Network:
     """
     variables = jax.jit(registry.init_variables, static_argnums=(0, 1))(kind, config, key)
     return Network(kind, config, dict(variables))
-
-
-def check_variables(name: str, network: Network) -> None:
-    """Raises ValueError if ``network.variables`` do not fit its description (names or shapes)."""
-    want = traverse_util.flatten_dict(abstract_variables(network.kind, network.config), sep="/")
-    have = traverse_util.flatten_dict(dict(network.variables), sep="/")
-    missing = sorted(set(want) - set(have))
-    extra = sorted(set(have) - set(want))
-    bad = [f"{k}: {tuple(np.shape(have[k]))} != {tuple(want[k].shape)}"
-           for k in sorted(set(want) & set(have)) if tuple(np.shape(have[k])) != tuple(want[k].shape)]
-    if missing or extra or bad:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-        if extra:
-            parts.append(f"unexpected {extra[:8]}{' ...' if len(extra) > 8 else ''}")
-        if bad:
-            parts.append(f"wrong shapes {bad[:8]}")
-        raise ValueError(f"network {name!r}: variables do not match its description: " + "; ".join(parts))
 
 
 def _local_checkpointer() -> ocp.StandardCheckpointer:

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from gancomp_jax.convert.errors import (ConversionError, NetworkNotFoundError, UnrecognizedFileError,
                                         UnsupportedNetworkError)
+from gancomp_jax.convert.result import (_ALIASES, NETWORK_NAMES, ROSINALITY_KEYS,  # noqa: F401  (re-exported)
+                                        ImportResult, _requested)
 from gancomp_jax.io import CheckpointFormatError, UnsafePickleError, load_nvlabs_pkl, load_rosinality_pt
 from gancomp_jax.io.rosinality_pt import READERS
 from gancomp_jax.io.torch_pickle import sniff_container
@@ -38,29 +40,10 @@ __all__ = [
     "UnrecognizedFileError", "UnsupportedNetworkError", "detect_container", "import_torch",
 ]
 
-NETWORK_NAMES = ("G_ema", "G", "D")
-ROSINALITY_KEYS = {"G_ema": "g_ema", "G": "g", "D": "d"}
 FORMATS = {"nvlabs-pkl": "NVlabs stylegan2-ada-pytorch network pickle",
            "rosinality-pt": "rosinality stylegan2-pytorch checkpoint",
            "biggan-pytorch": "BigGAN-PyTorch state dict (G.pth / G_ema.pth / D.pth)"}
-_ALIASES = {v: k for k, v in ROSINALITY_KEYS.items()}
 _NEITHER = ("is neither an NVlabs network pickle (.pkl) nor a rosinality checkpoint (.pt)")
-
-
-class ImportResult(dict):
-    """``{name: checkpoints.Network}`` in the order G_ema, G, D, plus ``metadata`` and ``warnings``."""
-
-    def __init__(self, networks: dict, metadata: dict[str, Any]):
-        super().__init__(networks)
-        self.metadata = metadata
-
-    @property
-    def warnings(self) -> list[str]:
-        return self.metadata["warnings"]
-
-    @property
-    def format(self) -> str:
-        return self.metadata["source"]["format"]
 
 
 def detect_container(path: str | os.PathLike) -> str:
@@ -121,22 +104,6 @@ def _malformed(path: Path, name: str):
         detail = " ".join(str(e).split())[:200]
         raise UnsupportedNetworkError(f"{path}: network '{name}': malformed values in the file "
                                       f"({type(e).__name__}: {detail})") from None
-
-
-def _requested(which: str | Iterable[str] | None, present: list[str], found: str, path: Path) -> list[str]:
-    if which is None or which == "all":
-        return present
-    names = [w.strip() for w in which.split(",")] if isinstance(which, str) else list(which)
-    names = [_ALIASES.get(n, n) for n in names]  # rosinality's names work too
-    if "all" in names:
-        return present
-    unknown = [n for n in names if n not in NETWORK_NAMES]
-    if unknown:
-        raise ConversionError(f"unknown network name(s) {unknown}: choose from {', '.join(NETWORK_NAMES)} or all")
-    missing = [n for n in names if n not in present]
-    if missing:
-        raise NetworkNotFoundError(f"{path}: network {', '.join(missing)} not in the file (found: {found})")
-    return list(dict.fromkeys(names))
 
 
 def _sha256(path: Path) -> str:

@@ -75,7 +75,7 @@ def convert_state_dict(sd, kind: str, where: str, run_config=None):
 
 def import_biggan(path: str | Path, which=None, max_alloc: int | None = None):
     """``ImportResult`` of the BigGAN-PyTorch file or weights folder at ``path``."""
-    from gancomp_jax.convert import ImportResult, _requested
+    from gancomp_jax.convert.result import ImportResult, _requested
     from gancomp_jax.convert.common import count_parameters
     from gancomp_jax.io.biggan_pth import load_biggan_state_dict, load_run_config
 

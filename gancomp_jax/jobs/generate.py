@@ -11,7 +11,6 @@ count is printed). With ``noise_mode='random'`` the noise comes from
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import jax
@@ -24,9 +23,9 @@ from gancomp_jax.models.generator import NOISE_MODES, Generator
 from gancomp_jax.utils.atomic_dir import check_workdir, prepare_workdir
 from gancomp_jax.utils.images import make_grid, save_png, to_uint8
 from gancomp_jax.utils.ranges import parse_seeds
+from gancomp_jax.utils.seed_images import remove_stale_seed_images  # noqa: F401  (re-exported)
 
 
-_SEED_PNG = re.compile(r"seed\d{4,}\.png")
 
 
 def latents_for_seeds(seeds: list[int], z_dim: int) -> np.ndarray:
@@ -54,17 +53,6 @@ def load_generator_source(path: str, network: str = "auto") -> dict[str, checkpo
     ``.nvlabs.safetensors`` export, an NVlabs ``.pkl`` or a rosinality ``.pt``)."""
     names = None if network == "auto" else [network]
     return checkpoints.load_any(path, names)
-
-
-def remove_stale_seed_images(out: Path, written: list[Path]) -> int:
-    """Deletes ``seedNNNN.png`` files in our workdir ``out`` that this run did not write (an earlier
-    run's other seeds, which would otherwise sit beside the new grid); returns how many."""
-    keep = {p.name for p in written}
-    stale = [p for p in out.iterdir()
-             if _SEED_PNG.fullmatch(p.name) and p.name not in keep and (p.is_file() or p.is_symlink())]
-    for p in stale:
-        p.unlink()
-    return len(stale)
 
 
 def make_generate_fn(G: Generator, truncation_psi: float, truncation_cutoff: int | None, noise_mode: str):

@@ -68,7 +68,7 @@ def run_biggan(config, workdir: str, name: str, net, seeds: list[int]) -> list[P
         images.append(u8)
     if config.grid:
         save_png(out / "grid.png", make_grid(np.concatenate(images)))
-    from gancomp_jax.jobs.generate import remove_stale_seed_images
+    from gancomp_jax.utils.seed_images import remove_stale_seed_images
 
     stale = remove_stale_seed_images(out, paths)
     print(f"wrote {len(paths)} images to {out} (network {name}, BigGAN class {config.class_idx}, "

@@ -14,7 +14,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from gancomp_jax import checkpoints
+from gancomp_jax.models.network import Network, check_variables
+from gancomp_jax.models.registry import KINDS
 from gancomp_jax.train.checkpointing import _step_dirs, verify
 
 
@@ -33,7 +34,7 @@ def _find_step(path: Path) -> Path:
     raise ValueError(f"{ckpt_dir} holds no verified checkpoint")
 
 
-def load_run_networks(path: str | Path, names: Sequence[str] | None = None) -> dict[str, checkpoints.Network]:
+def load_run_networks(path: str | Path, names: Sequence[str] | None = None) -> dict[str, Network]:
     """``{export name: Network}`` (host numpy variables) of a run directory or checkpoint folder."""
     path = Path(path).absolute()
     if not path.exists():
@@ -60,8 +61,8 @@ def load_run_networks(path: str | Path, names: Sequence[str] | None = None) -> d
             raise KeyError(f"network {name!r} not in {step_dir} (found: {sorted(exports)})")
         e = exports[name]
         variables = state["ema" if e["ema"] else "params"][e["role"]]
-        cls = checkpoints.KINDS[e["kind"]][0]
-        net = checkpoints.Network(e["kind"], cls.from_dict(e["config"]), jax.tree.map(np.asarray, dict(variables)))
-        checkpoints.check_variables(name, net)
+        cls = KINDS[e["kind"]][0]
+        net = Network(e["kind"], cls.from_dict(e["config"]), jax.tree.map(np.asarray, dict(variables)))
+        check_variables(name, net)
         out[name] = net
     return out
