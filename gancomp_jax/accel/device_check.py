@@ -37,8 +37,10 @@ after the figure — a process-wide high-water mark, so it only grows — and th
 program's own ``memory_analysis()`` footprint), FLOPs from XLA's ``cost_analysis()`` and from
 :mod:`gancomp_jax.metrics.cost` (inference), and the model FLOP utilisation against
 :data:`PEAK_TFLOPS` for the device kind. A training iteration is amortised as NVlabs runs it:
-Gmain + Dmain + EMA every step, Greg every 4, Dreg every 16. The whole full mode stops
-starting figures once ``--budget_s`` seconds have passed (they are recorded as skipped).
+Gmain + Dmain + EMA every step, Greg every 4, Dreg every 16. Figures run most important
+first (batch-32 inference, the bf16 iterations, other batches, the fp32 iterations); no figure
+starts after ``--budget_s`` seconds (65 % of it for ours when NVlabs is timed too); skipped
+ones are recorded as such.
 
 ``--nvlabs DIR`` (an NVlabs stylegan2-ada-pytorch checkout, torch present) also times NVlabs'
 G, D and training iteration in fp32 and in its fp16 mixed mode in the same run
@@ -577,20 +579,32 @@ def benchmark_plan(tiny: bool) -> list[tuple[str, Callable[..., dict]]]:
                         "blocks": ()},
                "clip": {"kind": "standin_clip_rn50", "weights": "random", "weight": 15.0, "preprocess": "released",
                         "blocks": ()}}
+        if tiny:  # ResNet-50s at 224 px would dominate a CPU run: DiME on the teacher D's features instead
+            emb = {"tdisc": {"kind": "teacher_d", "weights": "", "weight": 20.0, "preprocess": "none",
+                             "blocks": ("b16", "b8")}}
+            stats = ""
         built = build_training(nickel_config(preset, train_batch, teacher, student, emb, stats, mixed),
                                state_on_host=False)
         res = built.prepared.nets.configs["G_T"].img_resolution
         rec = bench_iteration(b, f"NICKEL & DiME iteration ({preset} → r={ratio})", built,
                               _random_batch(train_batch, res), "bfloat16" if mixed else "float32")
-        rec["note"] = "teacher, student and CLIP/DINO RN50 embedders have random weights (speed only)"
+        rec["note"] = ("teacher and student have random weights (speed only)" if tiny else
+                       "teacher, student and CLIP/DINO RN50 embedders have random weights (speed only)")
         return rec
 
     for mixed in (False, True):
         tag = "bf16" if mixed else "fp32"
         plan.append((f"NICKEL & DiME b{train_batch} {tag}", lambda b, w, mixed=mixed: nickel_iter(b, w, mixed)))
         plan.append((f"teacher training b{train_batch} {tag}", lambda b, w, mixed=mixed: teacher_iter(b, w, mixed)))
-    # NVlabs-style order: inference figures are cheap; run them first, then training
-    return plan
+    # Most important first (a time budget may cut the tail): batch-32 inference, the bf16
+    # training iterations, then the other batches and the fp32 iterations.
+    mid = batches[1]
+
+    def rank(label: str) -> tuple:
+        return (0 if f"b{mid} " in label and ("G " in label or "D " in label) else
+                1 if "bf16" in label and ("NICKEL" in label or "teacher" in label) else
+                2 if ("G " in label or "D " in label) else 3, "fp32" in label)
+    return sorted(plan, key=lambda item: rank(item[0]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -704,8 +718,9 @@ def run(out: Path, tiny: bool, reference: Path, nvlabs: str | None, budget_s: fl
         benches: list[dict[str, Any]] = []
         result["benchmarks"] = benches
         work = Path(tmp)
+        ours_budget = budget_s * (0.65 if nvlabs else 1.0)  # leave NVlabs' figures their share
         for label, runner in ([] if skip_bench else benchmark_plan(tiny)):
-            if time.time() - t_start > budget_s:
+            if time.time() - t_start > ours_budget:
                 benches.append({"label": label, "skipped": f"time budget {budget_s:.0f} s reached"})
                 print(f"{label:34s} skipped (time budget)", flush=True)
                 continue
