@@ -84,6 +84,31 @@ def _tools_fid():
 
 
 @pytest.mark.slow
+def test_tools_fid_mixed_sizes_match_pytorch_fid(weight_file, tmp_path, capsys):
+    """A folder mixing 32 px, 48 px and 40x56 images: each is resized to 299 on its own, as pytorch-fid
+    does with batch size 1 (its only setting that accepts mixed sizes)."""
+    a = _write_folder(tmp_path / "a", 5, 0)
+    rng = np.random.RandomState(3)
+    for i, (h, w) in enumerate([(48, 48), (56, 40), (48, 48), (32, 32)]):
+        Image.fromarray(rng.randint(0, 256, (h, w, 3)).astype(np.uint8)).save(a / f"mix{i}.png")
+    b = _write_folder(tmp_path / "b", 6, 1)
+    state = torch.load(weight_file, weights_only=True)
+    orig = pfi.load_state_dict_from_url
+    pfi.load_state_dict_from_url = lambda url, progress=True: state
+    try:
+        model = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
+        m1, s1 = fid_score.compute_statistics_of_path(str(a), model, 1, 2048, "cpu", 0)
+        m2, s2 = fid_score.compute_statistics_of_path(str(b), model, 1, 2048, "cpu", 0)
+        want = float(fid_score.calculate_frechet_distance(m1, s1, m2, s2))
+    finally:
+        pfi.load_state_dict_from_url = orig
+    tool = _tools_fid()
+    assert tool.main([str(a), str(b), "--inception", str(weight_file), "--batch-size", "3", "--no-progress"]) == 0
+    got = float(capsys.readouterr().out.strip().split("FID:")[-1])
+    assert got == pytest.approx(want, rel=1e-3), (got, want)
+
+
+@pytest.mark.slow
 def test_tools_fid_matches_pytorch_fid(weight_file, tmp_path, capsys):
     a = _write_folder(tmp_path / "a", 14, 0)
     b = _write_folder(tmp_path / "b", 12, 1)

@@ -204,10 +204,30 @@ def check_config(kind: str, config: Mapping[str, Any], where: Any) -> dict[str, 
     return dict(config)
 
 
+_BASE_DEFAULTS = dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072,
+                      image_size=224, num_channels=3)
+_HF_DEFAULTS = {
+    "clip_vit": dict(_BASE_DEFAULTS, patch_size=32, hidden_act="quick_gelu", layer_norm_eps=1e-5),
+    "dino_vit": dict(_BASE_DEFAULTS, patch_size=16, hidden_act="gelu", layer_norm_eps=1e-12),
+    "dinov2": dict(_BASE_DEFAULTS, patch_size=14, hidden_act="gelu", layer_norm_eps=1e-6, mlp_ratio=4,
+                   layerscale_value=1.0),
+}
+
+
+def _precheck(kind: str, raw: Mapping[str, Any], image_size: Any, where: Any) -> None:
+    """The values ``raw`` sets (before transformers is imported and fills in its defaults) and an
+    explicit ``image_size``, checked against the same bounds: a hostile config fails in a second."""
+    present = {k: v for k, v in raw.items() if k in BOUNDS or k in ("hidden_act", "layer_norm_eps", "mlp_ratio",
+                                                                     "layerscale_value", "num_channels")}
+    probe = {**_HF_DEFAULTS[kind], **present}  # what transformers' config classes default to
+    check_vision_config(kind, probe, where)
+    if image_size is not None:
+        check_image_size(kind, image_size, probe["patch_size"], "image_size")
+
+
 # --------------------------------------------------------------------------- configs
 def _hf_config(kind: str, raw: Mapping[str, Any], image_size: int | None, path: Any) -> tuple[Any, dict[str, Any]]:
     """transformers config object for the vision tower at ``image_size`` and its JSON form."""
-    hf = _quiet_import()
     model_type = raw.get("model_type")
     if model_type not in _MODEL_TYPES[kind]:
         raise ValueError(
@@ -218,6 +238,8 @@ def _hf_config(kind: str, raw: Mapping[str, Any], image_size: int | None, path: 
     where = f"{path}/config.json"
     if kind == "clip_vit" and model_type == "clip" and not isinstance(raw.get("vision_config", {}), Mapping):
         raise ValueError(f"{NETWORKS[kind]}: {where}: vision_config must be a JSON object")
+    _precheck(kind, raw.get("vision_config", {}) if model_type == "clip" else raw, image_size, where)
+    hf = _quiet_import()
     extra: dict[str, Any] = {}
     try:
         if kind == "clip_vit":
