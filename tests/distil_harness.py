@@ -60,7 +60,8 @@ def run_phase(method, phase, modules, variables, extra, step, batch, lr=1e-2):
             v[r] = {**variables[r], "params": params[r]}
         ctx = Context(step=jnp.int32(step), key=key, batch=batch, batch_size=batch["image"].shape[0],
                       variables=v, modules=modules, specs=method.networks, extra=extra,
-                      style_mixing_prob=method.style_mixing_prob, noise=method.noise)
+                      style_mixing_prob=method.style_mixing_prob, noise=method.noise,
+                      style_mixing_rounds=method.style_mixing_rounds)
         loss, metrics = phase.loss(ctx)
         return loss * phase.interval, (metrics, ctx.new_extra)
 

@@ -150,6 +150,20 @@ def test_adapter_with_pruned_discriminator_and_mmd_bank(models, tmp_path):
     assert {"G_S/mmd_teacher_dino", "G_S/mmd_bank_dino"} <= set(res["Gmain"][1])
 
 
+def test_rounds_reach_the_phases(models):
+    """``mixing_rounds`` / ``pl_rounds`` (released: 8 rounds of 8) reach Gmain's mixing and Greg."""
+    teacher, student = models
+    cfg = _config(teacher, student, mixing_rounds=2, pl_rounds=2, **{"dime.enabled": False})
+    cfg.style_mixing_prob = 0.9
+    method = nickel_dime.build(cfg, H.env())
+    assert method.style_mixing_rounds == 2
+    before, res = _run_all_phases(method, ["Gmain", "Greg"])
+    _check_phase(before, res, "Gmain", {"G_S"})
+    _check_phase(before, res, "Greg", {"G_S"})
+    with pytest.raises(ValueError, match="does not split"):   # 2 path-length samples, 3 rounds
+        nickel_dime.build(_config(teacher, student, pl_rounds=3, **{"dime.enabled": False}), H.env())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["nickel_only", "dime_only_no_global"])
 def test_ablations(models, variant):
