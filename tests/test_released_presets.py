@@ -236,3 +236,35 @@ def test_released_excludes_digits():
     for name in ("cagc_kd", "nickel_dime"):
         with pytest.raises(ValueError, match="exclude"):
             experiment_config(name, "released+digits")
+
+
+def test_grad_nan_to_num_reaches_the_optimiser():
+    """A phase whose gradient is NaN and +inf: with the option they become 0 and 1e5 (SGD at lr
+    1e-5 moves the parameters by 0 and -1), without it the parameter becomes NaN."""
+    import optax
+
+    from gancomp_jax.methods._distil_common import FunctionModule
+    from gancomp_jax.methods.base import NetworkSpec, OptimizerSpec, Phase
+    from gancomp_jax.train.steps import make_phase_fn
+
+    def loss(ctx):
+        x = ctx.variables("X")["params"]["x"]
+        # gradients: sqrt at -1 -> NaN, log at 0 -> +inf, identity -> 1
+        return jnp.sqrt(x[0]) + jnp.log(x[1]) + x[2], {}
+
+    spec = NetworkSpec("module", source="init", trainable=True, module=FunctionModule(lambda p: p, "X"),
+                       init=lambda key: {"params": {"x": jnp.zeros(3)}})
+    method = Method(networks={"X": spec}, optimizers={"X": OptimizerSpec(lr=1e-5)},
+                    phases=[Phase("P", "X", loss)])
+    txs = {"X": optax.sgd(1e-5)}
+    x0 = jnp.array([-1.0, 0.0, 1.0])
+    state = TrainState(step=jnp.int32(0), params={"X": {"params": {"x": x0}}}, opt={"X": txs["X"].init({"x": x0})},
+                       ema={}, extra={}, key=jax.random.key_data(jax.random.key(0)))
+    for flag, want in ((True, [-1.0, -1.0, 1.0 - 1e-5]), (False, None)):
+        fn = make_phase_fn(method.phases[0], 0, method, {"X": spec.module}, txs, 1, nan_to_num=flag)
+        new, _ = fn(state, {}, {"image": jnp.zeros((1, 1, 1, 1))})
+        x = np.asarray(new.params["X"]["params"]["x"])
+        if flag:
+            np.testing.assert_allclose(x, want, rtol=1e-6)   # NaN -> 0, +inf -> 1e5 (1e5 · 1e-5 = 1)
+        else:
+            assert np.isnan(x[0])
