@@ -121,16 +121,16 @@ def load_model(directory: str | os.PathLike, names: list[str] | tuple[str, ...] 
         if name not in desc["networks"]:
             raise KeyError(f"network {name!r} not in {directory} (found: {available})")
     configs = {}
-    for name in names:
-        net = desc["networks"][name]
+    for name, net in desc["networks"].items():  # all of them: every stored array is checked
         cls = KINDS[net["kind"]][0]
         try:
             configs[name] = cls.from_dict(net["config"])
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"{directory}/model.json: network {name!r}: {e}") from None
+    target = _expected_arrays(directory, desc, configs)
     ckptr = _local_checkpointer()
     try:
-        restored = ckptr.restore(directory / "variables")
+        restored = ckptr.restore(directory / "variables", target)
     except Exception as e:  # orbax raises several types for missing/corrupt data
         raise ValueError(f"{directory}/variables could not be read: {type(e).__name__}: {e}") from None
     finally:
@@ -144,6 +144,50 @@ def load_model(directory: str | os.PathLike, names: list[str] | tuple[str, ...] 
         check_variables(name, net)
         out[name] = net
     return out
+
+
+def max_model_bytes() -> int:
+    """Largest model directory :func:`load_model` restores (float32 bytes of every declared array):
+    ``$GANCOMP_MAX_MODEL_GIB`` GiB (default 16; NVlabs' 1024 px G + D are 0.2 GiB)."""
+    raw = os.environ.get("GANCOMP_MAX_MODEL_GIB", "16")
+    try:
+        gib = float(raw)
+    except ValueError:
+        raise ValueError(f"GANCOMP_MAX_MODEL_GIB={raw!r} is not a number") from None
+    return int(gib * 2 ** 30)
+
+
+def _expected_arrays(directory: Path, desc: Mapping[str, Any], configs: Mapping[str, Any]) -> dict[str, Any]:
+    """The restore target: every array ``model.json`` implies, checked against the stored
+    metadata (names, shapes) and the size limit before a byte of array data is read."""
+    cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+    want = {}
+    for name, cfg in configs.items():
+        abstract = abstract_variables(desc["networks"][name]["kind"], cfg)
+        want[name] = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, np.float32, sharding=cpu), abstract)
+    total = sum(int(np.prod(a.shape)) * 4 for a in jax.tree.leaves(want))
+    if total > max_model_bytes():
+        raise ValueError(f"{directory}/model.json declares networks of {total / 2 ** 30:.1f} GiB, more than the limit "
+                         f"of {max_model_bytes() / 2 ** 30:.1f} GiB (raise it with GANCOMP_MAX_MODEL_GIB)")
+    ckptr = _local_checkpointer()
+    try:
+        meta = ckptr.metadata(directory / "variables")
+    except Exception as e:  # pylint: disable=broad-exception-caught
+        raise ValueError(f"{directory}/variables could not be read: {type(e).__name__}: {e}") from None
+    finally:
+        ckptr.close()
+    stored = {jax.tree_util.keystr(path): tuple(getattr(m, "shape", ()) or ())
+              for path, m in jax.tree_util.tree_leaves_with_path(getattr(meta, "item_metadata", meta))}
+    expected = {jax.tree_util.keystr(path): tuple(a.shape) for path, a in jax.tree_util.tree_leaves_with_path(want)}
+    extra = sorted(set(stored) - set(expected))
+    missing = sorted(set(expected) - set(stored))
+    bad = [f"{k}: stored {stored[k]}, model.json implies {expected[k]}" for k in sorted(set(stored) & set(expected))
+           if stored[k] != expected[k]]
+    if extra or missing or bad:
+        parts = ([f"arrays not declared in model.json {extra[:4]}"] if extra else []) + \
+                ([f"missing {missing[:4]}"] if missing else []) + ([f"wrong shapes {bad[:4]}"] if bad else [])
+        raise ValueError(f"{directory}/variables does not match model.json: " + "; ".join(parts))
+    return want
 
 
 def pick_generator(networks: Mapping[str, Network]) -> tuple[str, Network]:

@@ -235,6 +235,9 @@ def run(args) -> int:
             raise ValueError(f"--batch must be comma-separated integers, got {args.batch!r}") from None
         if not batches or min(batches) < 1:
             raise ValueError(f"--batch must list positive batch sizes, got {args.batch!r}")
+        from gancomp_jax.utils.ranges import check_batch_size
+        for b in batches:
+            check_batch_size(b, "--batch")
         lat = measure_latency(networks[gname], batches, args.repeats)
         result["latency"] = lat
         print(f"\nlatency of {gname} on {lat['device']} (noise const, best of {args.repeats}):")

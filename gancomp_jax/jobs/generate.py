@@ -40,9 +40,10 @@ def _validate(config) -> None:
                          "directory / its checkpoints/<step> folder")
     if config.noise_mode not in NOISE_MODES:
         raise ValueError(f"config.noise_mode must be one of {NOISE_MODES}, got {config.noise_mode!r}")
-    if config.batch_size < 1:
-        raise ValueError(f"config.batch_size must be >= 1, got {config.batch_size}")
-    from gancomp_jax.utils.ranges import check_truncation_psi
+    from gancomp_jax.utils.ranges import check_batch_size, check_truncation_psi
+
+    check_batch_size(config.batch_size, "config.batch_size")
+    parse_seeds(config.seeds)  # bounded count: before the model is read
 
     check_truncation_psi(config.truncation_psi, "config.truncation_psi")
 

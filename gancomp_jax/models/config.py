@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from typing import Any
 
 import jax.numpy as jnp
@@ -61,11 +62,42 @@ def mixed_precision_resolution(resolution: int, num_mixed_res: int) -> int:
     return max(2 ** (resolution_log2(resolution) + 1 - num_mixed_res), 8)
 
 
+# Bounds on a network description (far above every published StyleGAN2: 1024 px, widths 512,
+# 8 mapping layers), checked before anything is built: a hostile or mistyped model.json
+# ('mapping_layers': 1000000, 'channel_max': 1e9) is one error, not minutes or gigabytes.
+# A larger experiment can raise them here.
+LIMITS = {"img_resolution": 4096, "channels": 16384, "z_dim": 16384, "w_dim": 16384, "c_dim": 100_000,
+          "img_channels": 16, "mapping_layers": 64, "mapping_layer_features": 16384, "embed_features": 16384,
+          "cmap_dim": 16384, "mbstd_group_size": 1024, "mbstd_num_channels": 64, "num_mixed_res": 16}
+
+
+def _check_limits(self) -> None:
+    name = type(self).__name__
+    for key, limit in LIMITS.items():
+        value = getattr(self, key, None)
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise ValueError(f"{name}.{key} must be an integer, got {v!r}")
+            if v > limit:
+                raise ValueError(f"{name}.{key}={v} is larger than {limit} (gancomp_jax.models.config.LIMITS)")
+
+
 def _check_fields(cls, d: dict[str, Any]) -> None:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys: {sorted(names)}")
+
+
+def _as_int(v, key: str) -> int:
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2 ** 62:
+        return int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{key} must hold integers, got {str(v)[:40]}")
+    return v
 
 
 class _Serializable:
@@ -81,7 +113,10 @@ class _Serializable:
         _check_fields(cls, d)
         d = dict(d)
         if "channels" in d:
-            d["channels"] = tuple(int(c) for c in d["channels"])
+            if not isinstance(d["channels"], (list, tuple)) or len(d["channels"]) > 64:
+                raise ValueError(f"{cls.__name__}.channels must be a list of per-layer widths, got "
+                                 f"{str(d['channels'])[:60]}")
+            d["channels"] = tuple(_as_int(c, "channels") for c in d["channels"])
         return cls(**d)  # type: ignore[call-arg]
 
     def replace(self, **kw):
@@ -127,6 +162,7 @@ class GeneratorConfig(_Serializable):
     modconv_impl: str = "auto"
 
     def __post_init__(self):
+        _check_limits(self)
         log2 = resolution_log2(self.img_resolution)
         want = 2 * log2 - 2
         if len(self.channels) != want or any(int(c) < 1 for c in self.channels):
@@ -194,6 +230,7 @@ class DiscriminatorConfig(_Serializable):
     mixed_dtype: str = "bfloat16"
 
     def __post_init__(self):
+        _check_limits(self)
         want = resolution_log2(self.img_resolution) - 1
         if len(self.channels) != want or any(int(c) < 1 for c in self.channels):
             raise ValueError(
