@@ -44,6 +44,7 @@ from gancomp_jax.utils.ranges import parse_seeds
 
 #: What the job writes into its workdir (the workdir is marked as ours; a folder of other files is refused).
 OUTPUT_NAMES = ("model", "scores.npz", "grid.png", "report.md")
+SCORING_STATE = ".scoring_state.npz"  # running sums of a sampling criterion, sealed per batch
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -212,7 +213,22 @@ def run(config, workdir: str) -> dict[str, Any]:
     networks = checkpoints.load_any(config.teacher)
     digest = teacher_sha256(config.teacher)
     t0 = time.time()
-    result = prune(networks, options, teacher_source=str(config.teacher), teacher_digest=digest)
+    # Sampling criteria seal their running sums after every batch in WORKDIR/.scoring_state.npz
+    # (the workdir is created and marked only then); a re-run resumes; Ctrl-C returns at once.
+    from gancomp_jax.prune.resume import ScoreAccumulator
+    from gancomp_jax.train.interrupt import GracefulInterrupt
+    acc = ScoreAccumulator(out / SCORING_STATE, {"teacher_sha256": digest, "mask": config.mask,
+                                                 "mask_weights": str(config.mask_weights),
+                                                 "force_fp32": bool(config.force_fp32)},
+                           prepare=lambda: prepare_workdir(out, "prune", OUTPUT_NAMES))
+    options.score_accumulator = acc
+    stop = GracefulInterrupt()
+    stop.describe = acc.describe
+    stop.install()
+    try:
+        result = prune(networks, options, teacher_source=str(config.teacher), teacher_digest=digest)
+    finally:
+        stop.uninstall()
     if config.get("svs", False):
         from gancomp_jax.prune.svs import svs_network
         for name in ("G", "G_ema"):
@@ -238,6 +254,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     _write_npz(scores_path, result.scores)
     save_png(grid_path, grid)
     replace_file(report_path, report.encode())
+    acc.finish()
     logging.info("wrote %s, %s, %s, %s", model_dir, scores_path, grid_path, report_path)
     widths = " ".join(f"{ct}->{cs}" for ct, cs in zip(meta["teacher_channels"], meta["student_channels"]))
     print("pruned student: " + "; ".join(summary))

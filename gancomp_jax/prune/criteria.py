@@ -34,6 +34,7 @@ Criteria:
 
 from __future__ import annotations
 
+import functools
 from typing import Iterator
 
 import jax
@@ -80,14 +81,11 @@ def _content_mask(inputs: ScoringInputs, images: np.ndarray) -> np.ndarray:
     return m.astype(bool)
 
 
-@register_criterion("content_aware", samples=True)
-def content_aware(inputs: ScoringInputs) -> Scores:
-    cfg = inputs.config
+@functools.lru_cache(maxsize=8)
+def _content_aware_fns(cfg, noise_mode: str):
+    """(forward, batch_scores), jitted once per (generator description, noise mode)."""
     G = Generator(cfg)
-    variables = _as_jax(inputs.variables)
     paths = consumer_paths(cfg)
-    weights = {i: _get(variables["params"], p + ("weight",)) for i, p in enumerate(paths)}
-    noise_mode = inputs.noise_mode
 
     def images(variables, params, z, c, key):
         return G.apply({**variables, "params": params}, z, c, noise_mode=noise_mode, rngs={"noise": key})
@@ -107,9 +105,34 @@ def content_aware(inputs: ScoringInputs) -> Scores:
         # weight [kh, kw, in, out]: mean |grad| over taps and output channels -> [in]
         return {i: jnp.mean(jnp.abs(g), axis=(0, 1, 3)) for i, g in grads.items()}
 
-    total = {i: np.zeros(cfg.channels[i], np.float64) for i in range(len(paths))}
+    return forward, batch_scores
+
+
+@register_criterion("content_aware", samples=True)
+def content_aware(inputs: ScoringInputs) -> Scores:
+    cfg = inputs.config
+    variables = _as_jax(inputs.variables)
+    paths = consumer_paths(cfg)
+    weights = {i: _get(variables["params"], p + ("weight",)) for i, p in enumerate(paths)}
+    noise_mode = inputs.noise_mode
+    forward, batch_scores = _content_aware_fns(cfg, noise_mode)
+
+    sizes = batch_sizes(inputs.n_sample, inputs.batch_size)
+    widths = {i: cfg.channels[i] for i in range(len(paths))}
+    acc = getattr(inputs, "accumulator", None)  # resume.ScoreAccumulator: sums sealed per batch
+    start, total, extra = 0, {i: np.zeros(c, np.float64) for i, c in widths.items()}, {}
+    if acc is not None:
+        from gancomp_jax.prune.resume import variables_digest  # pylint: disable=import-outside-toplevel
+        extra = {"criterion": "content_aware", "config": cfg.to_dict(), "variables": variables_digest(inputs.variables),
+                 "n_sample": int(inputs.n_sample), "batch_size": int(inputs.batch_size),
+                 "noise_prob": float(inputs.noise_prob), "noise_mode": noise_mode, "seed": int(inputs.seed),
+                 "mask": inputs.mask_fn is not None}
+        start, total = acc.load(extra, widths, len(sizes))
     bar = _progress(inputs, "content-aware scoring")
-    for batch in sample_batches(inputs):
+    bar.update(sum(sizes[:start]))
+    for index, batch in enumerate(sample_batches(inputs)):
+        if index < start:
+            continue
         content = None
         if inputs.mask_fn is not None:
             content = _content_mask(inputs, np.asarray(forward(variables, batch.z, batch.c, batch.noise_key)))
@@ -117,6 +140,8 @@ def content_aware(inputs: ScoringInputs) -> Scores:
         s = batch_scores(variables, weights, batch.z, batch.c, batch.noise_key, hit, batch.sign)
         for i in total:
             total[i] += np.asarray(s[i], np.float64)
+        if acc is not None:
+            acc.save(extra, index + 1, total)
         bar.update(len(batch.z))
     bar.close()
     return {name: total[i] for i, name in enumerate(layer_names(cfg))}

@@ -59,6 +59,8 @@ class PruneOptions:
     dcp_n_direction: int = 10
     dcp_n_pca: int = 10_000
     dcp_stop_perturbed_grad: bool = False
+    # resume.ScoreAccumulator (or None): sampling criteria seal their running sums per batch
+    score_accumulator: Any = None
 
 
 @dataclasses.dataclass
@@ -102,6 +104,7 @@ def _scoring_inputs(o: PruneOptions, cfg, variables, mask_fn) -> crit.ScoringInp
     inputs.dcp_n_direction = int(o.dcp_n_direction)
     inputs.dcp_n_pca = int(o.dcp_n_pca)
     inputs.dcp_stop_perturbed_grad = bool(o.dcp_stop_perturbed_grad)
+    inputs.accumulator = o.score_accumulator
     return inputs
 
 
