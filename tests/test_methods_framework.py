@@ -199,7 +199,7 @@ def test_distillation_method_frozen_teacher_shared_latents(tmp_path, teacher_dir
         return {"score": 10.0 - step if step == 1 else 10.0 + step}
 
     cfg = _tiny(**{"method.name": "toy_distil", "total_steps": 2, "eval.every_kimg": 0.008,
-                   "eval.best_metric": "score"})
+                   "eval.best_metric": "score", "grid_rows": 1, "grid_cols": 2})
     res = train(cfg, tmp_path / "run", hooks=[hook])
     assert calls == [(1, ["D", "G", "G_ema"]), (2, ["D", "G", "G_ema"])]
     assert [h["Eval/score"] for h in res.eval_history] == [9.0, 12.0]
