@@ -172,3 +172,16 @@ def test_export_round_trip_and_generation(weights, tmp_path):
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
     # psi = 1 is plain RandomState(seed).randn
     np.testing.assert_array_equal(biggan_latent(5, 20, 1.0), np.random.RandomState(5).randn(20).astype(np.float32))
+
+
+def test_stylegan2_paths_do_not_import_biggan():
+    """Jobs, the trainer, the converters and checkpoints import the BigGAN family only when used."""
+    import subprocess
+    import sys
+
+    code = ("import sys, gancomp_jax.checkpoints, gancomp_jax.convert, gancomp_jax.jobs.generate, "
+            "gancomp_jax.train.trainer, gancomp_jax.methods.dgl_gan, gancomp_jax.export; "
+            "from gancomp_jax.models import registry; assert 'biggan_generator' in registry.KINDS; "
+            "bad = [m for m in sys.modules if 'biggan' in m]; assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
