@@ -79,6 +79,10 @@ def run(config, workdir: str) -> list[Path]:
         name, net = checkpoints.pick_generator(networks)
     else:
         name, net = config.network, networks[config.network]
+    if net.kind == "biggan_generator":  # the BigGAN family (imported only here)
+        from gancomp_jax.jobs.generate_biggan import run_biggan
+
+        return run_biggan(config, workdir, name, net, seeds)
     if net.kind != "generator":
         raise ValueError(f"config.network={name!r} in {config.checkpoint} is a {net.kind}; generation needs "
                          f"a generator (e.g. 'G_ema' or 'G', or 'auto')")
