@@ -75,6 +75,35 @@ def test_peak_table():
     assert dc.peak_tflops("cpu", "float32") is None
 
 
+def test_tiny_cli_one_step_of_each_method_and_one_figure(tmp_path):
+    """The real command line with --tiny, cut to what fits the default suite: G / D forward,
+    one plain training step (Gmain, Dmain) of StyleGAN2 and of NICKEL & DiME against the
+    committed references, and one benchmark figure."""
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(REPO / "tools" / "device_check.py"), "--tiny", "--out", str(out),
+                        "--phases", "Gmain,Dmain", "--figures", "G b4 fp32"],
+                       capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    result = json.loads((out / "device_check.json").read_text())
+    assert result["correctness_passed"] and result["correctness_phases"] == ["Gmain", "Dmain"]
+    ref, _ = dc.load_reference()
+    want = {k for k in ref if k.split("/")[0] in ("init", "fwd") or k.split("/")[2] in ("Gmain", "Dmain")}
+    names = {row["name"] for row in result["correctness"]}
+    assert names == want and any(n.startswith("nickel/grad_proj/Gmain/") for n in names)
+    assert any(n.startswith("teacher/loss/Dmain/") for n in names)
+    [fig] = result["benchmarks"]
+    assert fig["label"] == "G b4 fp32" and fig["img_per_s"] > 0 and fig["compile_s"] > 0
+    assert "| tiny16 G inference | 4 | float32 |" in (out / "device_check.md").read_text()
+
+
+def test_cli_refuses_unknown_phase_or_figure(tmp_path, capsys):
+    assert dc.main(["--tiny", "--out", str(tmp_path / "o"), "--phases", "Gmain,Gfoo"]) == 2
+    assert "--phases" in capsys.readouterr().err
+    assert dc.main(["--tiny", "--out", str(tmp_path / "o"), "--figures", "G b32 fp32"]) == 2
+    assert "unknown figure(s) 'G b32 fp32'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 def test_tiny_mode_end_to_end(tmp_path):
     """The command a device session runs, with tiny configs on this CPU (several minutes)."""

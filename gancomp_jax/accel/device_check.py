@@ -249,10 +249,13 @@ def _first_moment(opt_state):
     return found[0]
 
 
-def run_phases(built: Built, batch) -> dict[str, np.ndarray]:
-    """Every phase from the same initial state: its metrics and its gradient summaries."""
+def run_phases(built: Built, batch, phases=None) -> dict[str, np.ndarray]:
+    """Every phase (or those named in ``phases``) from the same initial state: its metrics and
+    its gradient summaries."""
     out: dict[str, np.ndarray] = {}
     for phase, fn in built.steps.phases:
+        if phases is not None and phase.name not in phases:
+            continue
         state, metrics = fn(_copy(built.state), built.frozen, batch)
         for k, v in jax.device_get(metrics).items():
             out[f"loss/{phase.name}/{k}"] = np.asarray(v, np.float64)
@@ -264,11 +267,14 @@ def run_phases(built: Built, batch) -> dict[str, np.ndarray]:
 
 
 PARTS = ("fwd", "teacher", "nickel")
+PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
 
 
-def correctness_outputs(workdir: str | Path, parts=PARTS) -> dict[str, np.ndarray]:
+def correctness_outputs(workdir: str | Path, parts=PARTS, phases=PHASES) -> dict[str, np.ndarray]:
     """What the correctness check compares (computed on the default device): ``parts`` of
-    ``fwd`` (G / D forward), ``teacher`` (StyleGAN2 phases), ``nickel`` (NICKEL & DiME phases)."""
+    ``fwd`` (G / D forward), ``teacher`` (StyleGAN2 phases), ``nickel`` (NICKEL & DiME phases);
+    of the training parts only the ``phases`` named (each phase is its own compiled program:
+    ``Gmain,Dmain`` is one plain training step, the regularisation phases cost the most)."""
     from gancomp_jax import checkpoints
     from gancomp_jax.models import Discriminator, Generator
 
@@ -300,7 +306,7 @@ def correctness_outputs(workdir: str | Path, parts=PARTS) -> dict[str, np.ndarra
             params["D"] = jax.device_put({"params": d.variables["params"]}, dev)
             opt = {r: built.prepared.txs[r].init(params[r]["params"]) for r in ("G", "D")}
             built.state = st.replace(params=params, opt=opt, ema={"G": _copy(params["G"])})
-            out.update({f"teacher/{k}": v for k, v in run_phases(built, batch).items()})
+            out.update({f"teacher/{k}": v for k, v in run_phases(built, batch, phases).items()})
         if "nickel" not in parts:
             return {k: np.asarray(v) for k, v in out.items()}
 
@@ -313,14 +319,26 @@ def correctness_outputs(workdir: str | Path, parts=PARTS) -> dict[str, np.ndarra
         emb = {"tdisc": {"kind": "teacher_d", "weights": "", "weight": 20.0, "preprocess": "none",
                          "blocks": ("b16", "b8")}}
         built = build_training(nickel_config("tiny16", TINY_BATCH, str(teacher), str(student), emb))
-        out.update({f"nickel/{k}": v for k, v in run_phases(built, batch).items()})
+        out.update({f"nickel/{k}": v for k, v in run_phases(built, batch, phases).items()})
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-def compare(got: dict[str, np.ndarray], ref: dict[str, np.ndarray], parts=PARTS) -> list[dict[str, Any]]:
-    """One row per checked quantity of ``parts``: name, error, tolerance, passed."""
+def _selected(key: str, parts, phases) -> bool:
+    """Whether the reference quantity ``key`` (``part/kind/phase/...``) belongs to the selection."""
+    f = key.split("/")
+    if f[0] == "init":
+        return True
+    if f[0] not in parts:
+        return False
+    return f[0] == "fwd" or (len(f) > 2 and f[2] in phases)
+
+
+def compare(got: dict[str, np.ndarray], ref: dict[str, np.ndarray], parts=PARTS, phases=PHASES
+            ) -> list[dict[str, Any]]:
+    """One row per checked quantity of ``parts`` (training parts: of ``phases``): name, error,
+    tolerance, passed."""
     rows = []
-    ref = {k: v for k, v in ref.items() if k.startswith("init/") or k.split("/")[0] in parts}
+    ref = {k: v for k, v in ref.items() if _selected(k, parts, phases)}
 
     def row(name, err, tol, note=""):
         rows.append({"name": name, "error": float(err), "tol": tol, "passed": bool(err <= tol), "note": note})
@@ -687,12 +705,14 @@ def _write(out: Path, name: str, text: str) -> None:
 
 
 def run(out: Path, tiny: bool, reference: Path, nvlabs: str | None, budget_s: float, min_time: float,
-        max_iters: int, skip_bench: bool = False, parts=PARTS) -> dict[str, Any]:
+        max_iters: int, skip_bench: bool = False, parts=PARTS, phases=PHASES,
+        figures: tuple[str, ...] | None = None) -> dict[str, Any]:
     from gancomp_jax.utils.atomic_dir import write_marker
 
     t_start = time.time()
     write_marker(out, "device_check")
-    result: dict[str, Any] = {"tiny": tiny, "environment": _environment(), "tolerances": {
+    result: dict[str, Any] = {"tiny": tiny, "parts": list(parts), "correctness_phases": list(phases),
+                              "environment": _environment(), "tolerances": {
         "forward": FWD_RTOL, "loss": LOSS_RTOL, "gradient": GRAD_RTOL, "init": INIT_RTOL}}
     print(f"# device_check on {result['environment']['device_kind']} ({result['environment']['backend']}), "
           f"jax {jax.__version__}", flush=True)
@@ -701,8 +721,8 @@ def run(out: Path, tiny: bool, reference: Path, nvlabs: str | None, budget_s: fl
     result["reference_meta"] = meta
     with tempfile.TemporaryDirectory(prefix="device_check_") as tmp:
         t0 = time.time()
-        got = correctness_outputs(tmp, parts)
-        rows = compare(got, ref, parts)
+        got = correctness_outputs(tmp, parts, phases)
+        rows = compare(got, ref, parts, phases)
         result["correctness"] = rows
         result["correctness_passed"] = all(r["passed"] for r in rows)
         result["correctness_seconds"] = time.time() - t0
@@ -719,7 +739,10 @@ def run(out: Path, tiny: bool, reference: Path, nvlabs: str | None, budget_s: fl
         result["benchmarks"] = benches
         work = Path(tmp)
         ours_budget = budget_s * (0.65 if nvlabs else 1.0)  # leave NVlabs' figures their share
-        for label, runner in ([] if skip_bench else benchmark_plan(tiny)):
+        plan = [] if skip_bench else benchmark_plan(tiny)
+        if figures is not None:
+            plan = [(label, runner) for label, runner in plan if label in figures]
+        for label, runner in plan:
             if time.time() - t_start > ours_budget:
                 benches.append({"label": label, "skipped": f"time budget {budget_s:.0f} s reached"})
                 print(f"{label:34s} skipped (time budget)", flush=True)
@@ -762,6 +785,10 @@ def main(argv=None) -> int:
     ap.add_argument("--max_iters", type=int, default=None, help="at most this many timed calls per figure")
     ap.add_argument("--correctness_only", action="store_true", help="skip the benchmarks")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"correctness parts to run (of {', '.join(PARTS)})")
+    ap.add_argument("--phases", default=",".join(PHASES),
+                    help=f"training phases checked in the teacher / nickel parts (of {', '.join(PHASES)})")
+    ap.add_argument("--figures", default="", help="only these benchmark figures (comma-separated labels as "
+                                                  "printed, e.g. 'G b4 fp32'); default: all")
     args = ap.parse_args(argv)
     out = Path(args.out)
     try:
@@ -772,6 +799,17 @@ def main(argv=None) -> int:
         parts = tuple(x.strip() for x in args.parts.split(",") if x.strip())
         if not parts or set(parts) - set(PARTS):
             raise ValueError(f"--parts {args.parts!r}: choose from {', '.join(PARTS)}")
+        phases = tuple(x.strip() for x in args.phases.split(",") if x.strip())
+        if not phases or set(phases) - set(PHASES):
+            raise ValueError(f"--phases {args.phases!r}: choose from {', '.join(PHASES)}")
+        figures = None
+        if args.figures:
+            figures = tuple(x.strip() for x in args.figures.split(",") if x.strip())
+            known = [label for label, _ in benchmark_plan(args.tiny)]
+            unknown = [f for f in figures if f not in known]
+            if unknown:
+                raise ValueError(f"--figures: unknown figure(s) {', '.join(map(repr, unknown))}; "
+                                 f"choose from {', '.join(known)}")
         if not Path(args.reference).is_file():
             raise ValueError(f"--reference {args.reference} does not exist (make it with "
                              f"tools/make_device_reference.py)")
@@ -782,6 +820,6 @@ def main(argv=None) -> int:
     min_time = args.min_time if args.min_time is not None else (0.2 if args.tiny else 1.0)
     max_iters = args.max_iters if args.max_iters is not None else (5 if args.tiny else 30)
     result = run(out, args.tiny, Path(args.reference), args.nvlabs or None, budget, min_time, max_iters,
-                 skip_bench=args.correctness_only, parts=parts)
+                 skip_bench=args.correctness_only, parts=parts, phases=phases, figures=figures)
     return 0 if result["correctness_passed"] else 1
 
