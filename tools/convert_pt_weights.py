@@ -65,7 +65,7 @@ def parse_size(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     src, out_dir = Path(args.src), Path(args.out_dir)
-    biggan_dir = src.is_dir() and any((src / n).is_file() for n in ("G_ema.pth", "G.pth", "D.pth"))
+    biggan_dir = src.is_dir() and any((src / n).is_file() for n in ("G_ema.pth", "G.pth", "D.pth", "pytorch_model.bin"))
     if not src.is_file() and not biggan_dir:  # a BigGAN-PyTorch weights folder is read whole
         raise FileNotFoundError(f"{src}: no such file" if not src.exists() else f"{src} is not a file")
     from gancomp_jax.convert.output import check_output_dir

@@ -42,7 +42,8 @@ __all__ = [
 
 FORMATS = {"nvlabs-pkl": "NVlabs stylegan2-ada-pytorch network pickle",
            "rosinality-pt": "rosinality stylegan2-pytorch checkpoint",
-           "biggan-pytorch": "BigGAN-PyTorch state dict (G.pth / G_ema.pth / D.pth)"}
+           "biggan-pytorch": "BigGAN-PyTorch state dict (G.pth / G_ema.pth / D.pth)",
+           "pretrained-biggan": "pytorch-pretrained-biggan BigGAN-deep (pytorch_model.bin + config.json)"}
 _NEITHER = ("is neither an NVlabs network pickle (.pkl) nor a rosinality checkpoint (.pt)")
 
 
@@ -158,6 +159,9 @@ def import_torch(path: str | os.PathLike, which: str | Iterable[str] | None = No
         from gancomp_jax.convert.biggan_import import import_biggan, is_biggan_dir  # BigGAN weights folder
         if is_biggan_dir(path):
             return import_biggan(path, which, max_alloc)
+        from gancomp_jax.convert.pretrained_biggan import import_pretrained_biggan, is_pretrained_biggan_dir
+        if is_pretrained_biggan_dir(path):  # pytorch-pretrained-biggan: pytorch_model.bin + config.json
+            return import_pretrained_biggan(path, which, max_alloc)
         raise UnrecognizedFileError(f"{path} is a directory, not a .pkl/.pt file")
     t0 = time.perf_counter()
     if reader not in READERS:
@@ -168,6 +172,9 @@ def import_torch(path: str | os.PathLike, which: str | Iterable[str] | None = No
         from gancomp_jax.convert.biggan_import import import_biggan, is_biggan_file  # BigGAN-PyTorch .pth
         if is_biggan_file(path, max_alloc):
             return import_biggan(path, which, max_alloc)
+        from gancomp_jax.convert.pretrained_biggan import import_pretrained_biggan, is_pretrained_biggan_file
+        if is_pretrained_biggan_file(path, max_alloc):  # pytorch-pretrained-biggan's pytorch_model.bin
+            return import_pretrained_biggan(path, which, max_alloc)
         raise
     t1 = time.perf_counter()
     # the converters import JAX: only once the file has been read (bad files fail fast)

@@ -27,6 +27,13 @@ def _biggan_lines(name: str, facts: dict[str, Any]) -> list[str]:
 
 
 def _network_lines(name: str, facts: dict[str, Any]) -> list[str]:
+    if facts.get("kind") == "pretrained_biggan_generator":  # pytorch-pretrained-biggan's BigGAN-deep
+        cfg = facts["config"]
+        return [f"  {name:<6} {facts['kind']:<28} {facts['num_params']:>12,} params  {cfg['resolution']}px  "
+                f"z {cfg['z_dim']}  ch {cfg['channel_width']}  classes {cfg['n_classes']}  "
+                f"attention before block {cfg['attention_layer_position']}  stats {cfg['n_stats']}",
+                f"         blocks (upsample, in, out multipliers): "
+                f"{' '.join(f'{int(u)}:{i}/{o}' for u, i, o in cfg['layers'])}"]
     if str(facts.get("kind", "")).startswith("biggan"):
         return _biggan_lines(name, facts)
     cfg = facts["config"]

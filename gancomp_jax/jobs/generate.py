@@ -79,7 +79,7 @@ def run(config, workdir: str) -> list[Path]:
         name, net = checkpoints.pick_generator(networks)
     else:
         name, net = config.network, networks[config.network]
-    if net.kind == "biggan_generator":  # the BigGAN family (imported only here)
+    if net.kind in ("biggan_generator", "pretrained_biggan_generator"):  # the BigGAN family (imported only here)
         from gancomp_jax.jobs.generate_biggan import run_biggan
 
         return run_biggan(config, workdir, name, net, seeds)

@@ -8,6 +8,12 @@ paper), then scaled by ``psi`` (DeepMind's / pytorch-pretrained-biggan's
 so its streams differ). ``psi = 1`` is no truncation. The class is ``config.class_idx``
 (required). Image = ``G(z, G.shared(y))`` in eval mode (stored BN statistics, no spectral-norm
 update), written as ``WORKDIR/seed%04d.png`` (``clip(img * 127.5 + 128, 0, 255)``) and a grid.
+
+pytorch-pretrained-biggan networks (``pretrained_biggan_generator``, BigGAN-deep) take the
+truncation as a network input too: ``G(z, y, truncation=psi)`` with the same latents, so
+``psi < 1`` gives the package's ``psi * truncnorm(-2, 2)`` distribution and its standing
+statistics for ``psi``; ``psi = 1`` uses an untruncated normal ``z`` (the package would still
+truncate at 2) and the statistics tabulated for 1.0. ``psi`` must lie in ``(0, 1]``.
 """
 
 from __future__ import annotations
@@ -47,9 +53,16 @@ def run_biggan(config, workdir: str, name: str, net, seeds: list[int]) -> list[P
     if config.get("truncation_cutoff") is not None and config.truncation_cutoff >= 0:
         raise ValueError("config.truncation_cutoff applies to StyleGAN2 layers; BigGAN truncates z (leave it unset)")
     psi = float(config.truncation_psi)
+    if net.kind == "pretrained_biggan_generator":
+        from gancomp_jax.models.biggan.pretrained import PretrainedBigGANGenerator, stats_weights
+
+        stats_weights(psi, cfg.n_stats)  # raises for psi outside (0, 1]
+        G = PretrainedBigGANGenerator(cfg)
+        generate = jax.jit(lambda v, z, y: G.apply(v, z, y, truncation=psi))
+    else:
+        G = BigGANGenerator(cfg)
+        generate = jax.jit(lambda v, z, y: G.apply(v, z, y))
     out = prepare_workdir(workdir, "generate", ("grid.png",))
-    G = BigGANGenerator(cfg)
-    generate = jax.jit(lambda v, z, y: G.apply(v, z, y))
     variables = jax.tree.map(jnp.asarray, net.variables)
     z_all = np.stack([biggan_latent(s, cfg.z_dim, psi) for s in seeds])
     logging.info("generating %d BigGAN images (%s, class %d) into %s", len(seeds), name, config.class_idx, out)

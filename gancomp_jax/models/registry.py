@@ -17,11 +17,14 @@ from gancomp_jax.models.config import DiscriminatorConfig, GeneratorConfig
 from gancomp_jax.models.discriminator import Discriminator
 from gancomp_jax.models.generator import Generator
 
-GENERATOR_KINDS = ("generator", "biggan_generator")
+GENERATOR_KINDS = ("generator", "biggan_generator", "pretrained_biggan_generator")
 DISCRIMINATOR_KINDS = ("discriminator", "biggan_discriminator")
 
 
 def _biggan(kind: str):
+    if kind == "pretrained_biggan_generator":  # pytorch-pretrained-biggan's BigGAN-deep (eval only)
+        from gancomp_jax.models.biggan import pretrained
+        return pretrained.PretrainedBigGANConfig, pretrained.PretrainedBigGANGenerator
     from gancomp_jax.models import biggan  # the family is imported only when used
     if kind == "biggan_generator":
         return biggan.BigGANGeneratorConfig, biggan.BigGANGenerator
@@ -31,7 +34,7 @@ def _biggan(kind: str):
 class _Kinds(dict):
     """kind -> (config class, module class); BigGAN entries resolve on first lookup."""
 
-    _LAZY = {"biggan_generator": _biggan, "biggan_discriminator": _biggan}
+    _LAZY = {"biggan_generator": _biggan, "biggan_discriminator": _biggan, "pretrained_biggan_generator": _biggan}
 
     def __contains__(self, kind) -> bool:
         return dict.__contains__(self, kind) or kind in self._LAZY
@@ -62,7 +65,7 @@ def make_module(kind: str, config, **kwargs):
 
 
 def _dummy_inputs(kind: str, config):
-    if kind == "biggan_generator":
+    if kind in ("biggan_generator", "pretrained_biggan_generator"):
         return (jnp.zeros((2, config.z_dim)), jnp.zeros((2,), jnp.int32)), {}
     if kind == "biggan_discriminator":
         return (jnp.zeros((1, config.resolution, config.resolution, config.img_channels)),
