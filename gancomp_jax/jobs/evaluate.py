@@ -32,6 +32,10 @@ def load_generator(model: str, network: str = "auto", truncation_psi: float = 1.
         raise ValueError("config.model is required: a model directory, an NVlabs .pkl or a rosinality .pt")
     networks = checkpoints.load_any(model, None if network == "auto" else [network])
     name, net = checkpoints.pick_generator(networks)
+    if net.kind == "biggan_generator":  # the BigGAN family (imported only here)
+        from gancomp_jax.models.biggan import BigGANGenerator
+        return GeneratorSpec(BigGANGenerator(net.config), net.variables, truncation_psi=float(truncation_psi),
+                             labels=labels)
     if net.kind != "generator":
         raise ValueError(f"network {name!r} in {model} is a {net.kind}, not a generator")
     return GeneratorSpec(Generator(net.config.replace(num_mixed_res=0)), net.variables,
@@ -65,7 +69,8 @@ def run(config, workdir: str) -> list[dict]:
     if bad:
         raise ValueError(f"unknown metric(s) {bad}; valid metrics: {', '.join(registry.list_valid_metrics())}")
     needs_data = [m for m in names if m not in ("ppl2_wend", "ppl_zfull", "ppl_wfull", "ppl_zend",
-                                                 "ppl_wend", "ppl_cagc", "is50k", "fid_digits")]
+                                                 "ppl_wend", "ppl_cagc", "is50k", "fid_digits",
+                                                 "class_accuracy_digits")]
     if config.fid_convention not in ("nvlabs", "pytorch_fid"):
         raise ValueError(f"config.fid_convention must be 'nvlabs' or 'pytorch_fid', got {config.fid_convention!r}")
     # Check every needed weight file before the first (long) metric starts.

@@ -22,6 +22,8 @@ Scores (never called FID — the feature network is not Inception):
 * ``fid_digits``: the Fréchet distance (NVlabs formula: float64, biased covariance,
   ``scipy.linalg.sqrtm``) between the 64-d features of generated images and of all 1797 real
   digits.
+* ``class_accuracy_digits`` (conditional generators): the share of samples the classifier
+  assigns to the class the generator was asked for (:func:`class_accuracy`).
 * class coverage: the share of each predicted digit among generated samples
   (``digits_class_shares``, 10 numbers summing to 1), ``digits_classes_present`` (classes with a
   share ≥ 1 %) and ``digits_coverage`` = ``Σ_k min(share_k, 0.1)`` (1.0 when every class has at
@@ -207,6 +209,23 @@ def class_coverage(logits, num_classes: int = NUM_CLASSES) -> dict[str, Any]:
     return dict(digits_class_shares=[round(float(s), 5) for s in shares],
                 digits_classes_present=int((shares >= 0.01).sum()),
                 digits_coverage=float(np.minimum(shares, 1.0 / num_classes).sum()))
+
+
+def class_accuracy(logits, requested, num_classes: int = NUM_CLASSES) -> dict[str, Any]:
+    """Agreement of the classifier with the requested classes of a conditional generator.
+
+    ``logits [N, K]``, ``requested int [N]`` → ``class_accuracy_digits`` (share of samples whose
+    arg-max class is the requested one) and ``class_accuracy_digits_per_class`` (the same per
+    requested class; ``None`` for a class never requested).
+    """
+    pred = np.asarray(logits).argmax(axis=1)
+    req = np.asarray(requested).astype(np.int64).reshape(-1)
+    if pred.shape != req.shape:
+        raise ValueError(f"{len(pred)} predictions for {len(req)} requested classes")
+    hit = pred == req
+    per = [float(hit[req == k].mean()) if np.any(req == k) else None for k in range(num_classes)]
+    return dict(class_accuracy_digits=float(hit.mean()) if len(hit) else float("nan"),
+                class_accuracy_digits_per_class=per)
 
 
 def digits_classifier_logits(features) -> np.ndarray:

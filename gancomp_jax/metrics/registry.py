@@ -18,6 +18,9 @@ ppl_zfull ...      legacy PPL variants (with crop): ppl_zfull, ppl_wfull, ppl_ze
 ppl_cagc           CAGC's "PPL" (5k pairs, t ~ U(0,1) in W, independent noise, no /ε²)
 fid_digits         embedded digits only: digits-classifier FID (5k generated vs 1797 reals)
                    and class coverage (not Inception FID)
+class_accuracy_    conditional generators on the digits (StyleGAN2 c_dim 10, BigGAN 10
+digits             classes): the digits classifier's agreement with the requested class, 10k
+                   samples, classes as ``G.class_sampling`` says (runner docstring)
 =================  ======================================================================
 
 ``MetricOptions.num_gen`` / ``max_real`` override the sample counts (e.g. quick checks); the
@@ -36,7 +39,7 @@ import numpy as np
 from gancomp_jax.metrics import fid as fid_mod
 from gancomp_jax.metrics import inception_score, kid, ppl, precision_recall
 from gancomp_jax.metrics.runner import (GeneratorSpec, compute_feature_stats_for_dataset,
-                                        compute_feature_stats_for_generator)
+                                        compute_feature_stats_for_generator, generator_batches)
 
 
 @dataclasses.dataclass
@@ -102,9 +105,9 @@ class MetricOptions:
                     raise ValueError(f"metric {metric} needs config.vgg16 (torchvision's vgg16-397923af.pth, "
                                      f"the LPIPS trunk) and optionally config.lpips (weights/v0.1/vgg.pth)")
                 self.detectors[name] = det.lpips_fn(self.vgg16, self.lpips)
-            elif name == "digits_features":
+            elif name in ("digits_features", "digits_logits"):
                 from gancomp_jax.metrics.digits_classifier import digits_detector
-                self.detectors[name] = digits_detector("features")
+                self.detectors[name] = digits_detector(name.split("_")[1])
             else:
                 raise ValueError(f"unknown detector {name!r}")
         return self.detectors[name]
@@ -267,6 +270,24 @@ def fid_digits(opts):
     result = dict(fid_digits=fid_mod.fid_from_stats(gen, real, "nvlabs"))
     result.update(class_coverage(digits_classifier_logits(gen.get_all())))
     return result
+
+
+@register_metric
+def class_accuracy_digits(opts):
+    """Digits classifier's agreement with the requested class (10k conditional samples)."""
+    from gancomp_jax.metrics.digits_classifier import NUM_CLASSES, class_accuracy
+    k = opts.G.c_dim
+    if k != NUM_CLASSES:
+        raise ValueError(f"metric class_accuracy_digits needs a generator conditioned on the {NUM_CLASSES} "
+                         f"digit classes, got {k} classes")
+    det = opts.detector("digits_logits", "class_accuracy_digits")
+    logits, requested = [], []
+    for out, cls in generator_batches(opts.G, _n(10000, opts.num_gen), opts.batch_size, opts.seed,
+                                      detector=det, desc="generator digits_logits", progress=opts.progress,
+                                      with_classes=True):
+        logits.append(out)
+        requested.append(cls)
+    return class_accuracy(np.concatenate(logits), np.concatenate(requested))
 
 
 # ----------------------------------------------------------------------------- records

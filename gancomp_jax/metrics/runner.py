@@ -9,9 +9,17 @@ or all rows). So one batch of images exists at a time, whatever the number of sa
 
 Latents: ``z`` rows are consecutive draws of ``np.random.RandomState(seed).randn`` (``[N, z_dim]``
 in order, independent of the batch size); NVlabs draws them with an unseeded ``torch.randn``.
-``noise_mode='random'`` noise comes from ``fold_in(key(seed), batch_index)``. Conditional
-generators get labels drawn like NVlabs (a random dataset item's label) when the dataset has
-labels, else uniformly random classes.
+``noise_mode='random'`` noise comes from ``fold_in(key(seed), batch_index)``.
+
+Classes (``GeneratorSpec.class_sampling``) for conditional generators — StyleGAN2 with
+``c_dim > 0`` (one-hot ``c``) and BigGAN (``n_classes``; the one-hot row is embedded by its
+``shared`` layer, eval mode): ``'dataset'`` (default) draws like NVlabs (a random dataset item's
+label) when the dataset has labels, else uniformly random classes; ``'uniform'`` always draws
+uniformly random classes; ``'balanced'`` gives item ``i`` of ``N`` class ``⌊i·K/N⌋`` (class-major
+blocks of ``N/K``; exactly ``N/K`` per class when ``K`` divides ``N``). Class draws use
+``RandomState(seed + 1)``. The family is recognised from the config (``c_dim`` vs ``n_classes``);
+nothing of the BigGAN family is imported here. BigGAN generators are sampled with
+``truncation_psi=1`` only (its truncation resamples z per seed; see ``jobs/generate_biggan``).
 """
 
 from __future__ import annotations
@@ -76,6 +84,8 @@ class GeneratorSpec:
 
     ``labels``: optional int array of the dataset's labels (conditional generators sample
     their ``c`` from it, like NVlabs ``dataset.get_label(randint(len(dataset)))``).
+    ``class_sampling``: ``'dataset'``, ``'uniform'`` or ``'balanced'`` (module docstring).
+    ``module`` is a StyleGAN2 :class:`Generator` or a BigGAN generator (``config.n_classes``).
     """
 
     module: Generator
@@ -84,31 +94,67 @@ class GeneratorSpec:
     truncation_cutoff: int | None = None
     noise_mode: str = "random"
     labels: np.ndarray | None = None
+    class_sampling: str = "dataset"
 
     def __post_init__(self):
         from gancomp_jax.utils.ranges import check_truncation_psi
 
         self.truncation_psi = check_truncation_psi(self.truncation_psi)
+        if self.class_sampling not in CLASS_SAMPLING:
+            raise ValueError(f"class_sampling must be one of {CLASS_SAMPLING}, got {self.class_sampling!r}")
+        if self.module is not None and self.is_biggan and self.truncation_psi != 1.0:
+            raise ValueError(f"metrics of a BigGAN generator need truncation_psi=1, got {self.truncation_psi}")
 
     @property
     def config(self):
         return self.module.config
 
+    @property
+    def is_biggan(self) -> bool:
+        """A BigGAN generator (its config has ``n_classes`` and no ``c_dim``)."""
+        return hasattr(self.config, "n_classes") and not hasattr(self.config, "c_dim")
+
+    @property
+    def c_dim(self) -> int:
+        """Number of classes (0: unconditional)."""
+        return int(self.config.n_classes if self.is_biggan else self.config.c_dim)
+
+
+CLASS_SAMPLING = ("dataset", "uniform", "balanced")
+
+
+def balanced_classes(start: int, n: int, total: int, num_classes: int) -> np.ndarray:
+    """Classes of items ``start .. start+n-1`` of ``total``: ``⌊i·K/total⌋`` (class-major blocks)."""
+    i = np.arange(start, start + n, dtype=np.int64)
+    return (i * num_classes // max(int(total), 1)).astype(np.int64)
+
 
 class LatentStream:
-    """Deterministic latents and labels: ``next(n) -> (z [n, z_dim], c [n, c_dim] | None)``."""
+    """Deterministic latents and labels: ``next(n) -> (z [n, z_dim], c [n, c_dim] | None)``.
 
-    def __init__(self, z_dim: int, c_dim: int, seed: int = 0, labels: np.ndarray | None = None):
+    ``sampling``/``total``: see the module docstring (``total`` is needed for ``'balanced'``).
+    """
+
+    def __init__(self, z_dim: int, c_dim: int, seed: int = 0, labels: np.ndarray | None = None,
+                 sampling: str = "dataset", total: int | None = None):
+        if sampling not in CLASS_SAMPLING:
+            raise ValueError(f"class sampling must be one of {CLASS_SAMPLING}, got {sampling!r}")
+        if sampling == "balanced" and c_dim and not total:
+            raise ValueError("balanced class sampling needs the total number of samples")
         self.z_dim, self.c_dim = z_dim, c_dim
+        self.sampling, self.total, self._done = sampling, total, 0
         self._z_rng = np.random.RandomState(seed)
         self._c_rng = np.random.RandomState(seed + 1)
         self.labels = None if labels is None or len(labels) == 0 or np.min(labels) < 0 else np.asarray(labels)
 
     def next(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
         z = self._z_rng.randn(n, self.z_dim).astype(np.float32)
+        start, self._done = self._done, self._done + n
         if not self.c_dim:
             return z, None
-        if self.labels is not None:
+        if self.sampling == "balanced":
+            cls = balanced_classes(start, n, self.total, self.c_dim)
+        elif self.sampling == "dataset" and self.labels is not None:
             cls = self.labels[self._c_rng.randint(len(self.labels), size=n)]
         else:
             cls = self._c_rng.randint(self.c_dim, size=n)
@@ -121,10 +167,14 @@ def make_image_fn(spec: GeneratorSpec) -> Callable:
     """``(variables, z, c, key) -> uint8 [N, R, R, 3]`` (grey generators repeated to 3 channels)."""
     G = spec.module
     cutoff = spec.truncation_cutoff
+    biggan = spec.is_biggan
 
     def images(variables, z, c, key):
-        img = G.apply(variables, z, c, truncation_psi=spec.truncation_psi, truncation_cutoff=cutoff,
-                      noise_mode=spec.noise_mode, rngs={"noise": key})
+        if biggan:  # eval mode (stored BN statistics); one-hot c through G.shared
+            img = G.apply(variables, z, c)
+        else:
+            img = G.apply(variables, z, c, truncation_psi=spec.truncation_psi, truncation_cutoff=cutoff,
+                          noise_mode=spec.noise_mode, rngs={"noise": key})
         u8 = quantize_uint8(img)
         if u8.shape[-1] == 1:
             u8 = jnp.repeat(u8, 3, axis=-1)
@@ -134,14 +184,17 @@ def make_image_fn(spec: GeneratorSpec) -> Callable:
 
 def generator_batches(spec: GeneratorSpec, num_items: int, batch_size: int = 64, seed: int = 0,
                       mesh: jax.sharding.Mesh | None = None, detector: Detector | None = None,
-                      desc: str = "generator features", progress: bool = True):
+                      desc: str = "generator features", progress: bool = True,
+                      with_classes: bool = False):
     """Yields host arrays per batch: detector features ``[b, D]`` (or uint8 images if
-    ``detector`` is None), ``b ≤ batch_size`` rows, ``num_items`` rows in total."""
+    ``detector`` is None), ``b ≤ batch_size`` rows, ``num_items`` rows in total; with
+    ``with_classes`` pairs ``(array, requested classes int64 [b] | None)``."""
     mesh = mesh or make_mesh()
     ndev = mesh.devices.size
     bs = _round_up(max(int(batch_size), 1), ndev)
     cfg = spec.config
-    stream = LatentStream(cfg.z_dim, cfg.c_dim, seed, spec.labels)
+    c_dim = spec.c_dim
+    stream = LatentStream(cfg.z_dim, c_dim, seed, spec.labels, spec.class_sampling, num_items)
     image_fn = make_image_fn(spec)
     data = NamedSharding(mesh, P(DATA_AXIS))
     repl = NamedSharding(mesh, P())
@@ -160,9 +213,10 @@ def generator_batches(spec: GeneratorSpec, num_items: int, batch_size: int = 64,
         while done < num_items:
             n = min(bs, num_items - done)
             z, c = stream.next(n)
+            classes = None if c is None else c.argmax(axis=1)
             if n < bs:
                 z = np.concatenate([z, np.zeros((bs - n, cfg.z_dim), np.float32)])
-                c = None if c is None else np.concatenate([c, np.zeros((bs - n, cfg.c_dim), np.float32)])
+                c = None if c is None else np.concatenate([c, np.zeros((bs - n, c_dim), np.float32)])
             z = jax.device_put(z, data)
             c = None if c is None else jax.device_put(c, data)
             key = jax.random.fold_in(base_key, index)
@@ -172,7 +226,7 @@ def generator_batches(spec: GeneratorSpec, num_items: int, batch_size: int = 64,
                 out = np.asarray(fn(variables, z, c, key))[:n]
                 if detector is not None:
                     out = np.asarray(detector.fn(detector.params, out))
-            yield out
+            yield (out, classes) if with_classes else out
             done += n
             index += 1
             bar.update(n)
