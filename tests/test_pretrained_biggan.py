@@ -178,3 +178,24 @@ def test_hostile_and_inconsistent_files_are_refused(weights, tmp_path):
     nan = torch.full_like(sd["generator.bn.running_vars"], float("nan"))
     with pytest.raises(UnsupportedNetworkError, match="non-finite"):
         import_torch(variant("nan", generator__bn__running_vars=nan))
+
+
+def test_macs_equal_torch_flop_counter_and_profile_prints_them(weights, tmp_path, capsys):
+    """Our analytic MACs = torch's FlopCounterMode / 2 less the one-hot class-embedding matmul
+    (a lookup for us); tools/profile.py reports them for an imported model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gancomp_jax.models.biggan.pretrained import generator_macs
+
+    d, model = weights
+    net = import_torch(d)["G_ema"]
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(torch.zeros(1, 16), torch.nn.functional.one_hot(torch.tensor([1]), 5).float(), 0.5)
+    assert fc.get_total_flops() // 2 - 5 * 16 == generator_macs(net.config)
+    out = tmp_path / "model"
+    checkpoints.save_model(out, dict(import_torch(d)))
+    spec = importlib.util.spec_from_file_location("gancomp_profile", REPO / "tools" / "profile.py")
+    prof = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prof)
+    assert prof.main([str(out)]) == 0
+    assert f"{generator_macs(net.config) / 1e6:,.1f} M MACs/image" in capsys.readouterr().out

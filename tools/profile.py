@@ -158,6 +158,12 @@ def _biggan_profile(spec: str, networks: dict) -> int:
         kind, cfg = _kind_config(net)
         params = count_parameters(net.variables) if not isinstance(net, tuple) else count_parameters(
             checkpoints.abstract_variables(kind, cfg))
+        if kind == "pretrained_biggan_generator":  # pytorch-pretrained-biggan's BigGAN-deep
+            from gancomp_jax.models.biggan.pretrained import generator_macs as deep_macs
+
+            print(f"{name:<6} {kind:<20} {cfg.resolution}px  {params:,} params  {deep_macs(cfg) / 1e6:,.1f} M "
+                  f"MACs/image  ch {cfg.ch}  blocks {[list(x) for x in cfg.layers]}")
+            continue
         macs = f"  {generator_macs(cfg) / 1e6:,.1f} M MACs/image" if kind == "biggan_generator" else ""
         print(f"{name:<6} {kind:<20} {cfg.resolution}px  {params:,} params{macs}  widths {list(cfg.channels)}")
     return 0
@@ -171,7 +177,7 @@ def run(args) -> int:
                                           human)
 
     networks = load_networks(spec)
-    if any(str(_kind_config(v)[0]).startswith("biggan") for v in networks.values()):
+    if any("biggan" in str(_kind_config(v)[0]) for v in networks.values()):
         return _biggan_profile(spec, networks)
     gname = next((n for n in ("G_ema", "G") if n in networks and _kind_config(networks[n])[0] == "generator"),
                  next((n for n, v in networks.items() if _kind_config(v)[0] == "generator"), None))

@@ -299,3 +299,24 @@ class PretrainedBigGANGenerator(nn.Module):
         h = jax.nn.relu(_BN(ch, None, cfg.n_stats, cfg.eps, name="bn")(h, stats))
         h = _SN((ch, ch, 3, 3), name="conv_to_rgb").conv(h)
         return jnp.tanh(h[..., :3])
+
+
+def generator_macs(cfg: PretrainedBigGANConfig) -> int:
+    """Multiply-accumulates of one image, counted as :mod:`.cost` does for BigGAN-PyTorch (convs
+    ``H·W·k²·C_in·C_out``, linears ``in·out``, the attention products; element-wise ops, pooling
+    and the class-embedding lookup free). ``conv_to_rgb`` counts all ``ch`` outputs, as computed."""
+    ch, cond = cfg.ch, 2 * cfg.z_dim
+    macs = cond * 16 * ch * 16  # gen_z
+    res = 4
+    for i, (up, a, b) in enumerate(cfg.layers):
+        cin, cout = ch * a, ch * b
+        mid = cin // 4
+        if i == cfg.attention_layer_position:
+            hw, c = res * res, cin
+            macs += hw * c * (c // 8) * 2 + hw * c * (c // 2) + hw * (c // 2) * c  # theta, phi, g, o_conv
+            macs += hw * (hw // 4) * (c // 8) + hw * (hw // 4) * (c // 2)  # theta·phi, attn·g
+        macs += 2 * cond * (cin + 3 * mid)  # scale/offset linears of bn_0..bn_3
+        macs += res * res * cin * mid  # conv_0 (1x1) before upsampling
+        res = res * 2 if up else res
+        macs += res * res * (9 * mid * mid * 2 + mid * cout)  # conv_1, conv_2 (3x3), conv_3 (1x1)
+    return int(macs + res * res * 9 * ch * ch)  # conv_to_rgb
