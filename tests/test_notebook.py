@@ -38,14 +38,22 @@ def test_structure_parameters_and_cleared_outputs():
             assert "\n" not in text and len(re.findall(r"[.!?](\s|$)", text)) == 1, f"cell {i - 1}: one sentence"
 
 
-@pytest.mark.slow
+# The smallest budgets the SMOKE cells accept, injected as papermill injects parameters: one
+# training step of 16 images in float32 (bfloat16 is emulated on a CPU), 8 pruning samples,
+# 64 evaluation samples. Every cell still runs; SMOKE=True alone uses the notebook's larger
+# smoke sizes (about 2.5 min of CPU).
+SMOKE_PARAMS = {"KIMG": 0.016, "BATCH": 16, "SAMPLE_EVERY_STEPS": 1, "PRUNE_SAMPLES": 8, "NUM_GEN": 64,
+                "MIXED_PRECISION": False}
+
+
 def test_smoke_run_ends_with_table_and_image(tmp_path, monkeypatch):
-    """The whole notebook with SMOKE=True on this CPU (offline, tiny budgets; several minutes)."""
+    """The whole notebook with SMOKE=True and the smallest budgets on this CPU (offline)."""
     nbclient = pytest.importorskip("nbclient")
     nb = _load()
     for c in nb.cells:
         if "parameters" in c.metadata.get("tags", []):
-            c.source += f'\nSMOKE = True\nWORKDIR = "{tmp_path / "work"}"\n'  # as papermill injects
+            c.source += f'\nSMOKE = True\nWORKDIR = "{tmp_path / "work"}"\n' + "".join(
+                f"{k} = {v!r}\n" for k, v in SMOKE_PARAMS.items())  # as papermill injects
     monkeypatch.setenv("XLA_FLAGS", "")
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     nbclient.NotebookClient(nb, timeout=1800, kernel_name="python3",
