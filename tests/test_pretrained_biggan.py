@@ -70,19 +70,23 @@ def test_legacy_torch_save_stream(weights, tmp_path):
     assert import_torch(tmp_path / "pytorch_model.bin")["G_ema"].config.n_stats == 11
 
 
-@pytest.mark.parametrize("truncation", [1.0, 0.4, 0.43])
-def test_images_equal_the_torch_generator(weights, truncation):
-    """Float images within 1e-4 of torch's (measured ~5e-7) on tabulated and interpolated stats."""
+def test_images_equal_the_torch_generator(weights):
+    """Float images within 1e-4 of torch's (measured ~5e-7) for tabulated (1.0) and interpolated
+    (0.43: 0.3 s[4] + 0.7 s[5]) standing statistics, several classes."""
+    import jax
+
     from gancomp_jax.models.biggan.pretrained import PretrainedBigGANGenerator
 
     d, model = weights
     net = import_torch(d)["G_ema"]
-    z = (np.random.RandomState(1).randn(3, 16) * truncation).astype(np.float32)
+    G = PretrainedBigGANGenerator(net.config)
     y = np.array([0, 4, 2])
-    got = np.asarray(PretrainedBigGANGenerator(net.config).apply(net.variables, z, y, truncation=truncation))
-    want = _torch_images(model, z, y, truncation)
-    assert want.std() > 0.05  # a non-degenerate image
-    np.testing.assert_allclose(got, want, atol=1e-4)
+    for truncation in (1.0, 0.43):
+        z = (np.random.RandomState(1).randn(3, 16) * truncation).astype(np.float32)
+        got = np.asarray(jax.jit(lambda v, z, y: G.apply(v, z, y, truncation=truncation))(net.variables, z, y))
+        want = _torch_images(model, z, y, truncation)
+        assert want.std() > 0.05  # a non-degenerate image
+        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=f"truncation {truncation}")
 
 
 def test_stats_interpolation_is_the_released_one():
