@@ -56,7 +56,10 @@ def run_biggan(config, workdir: str, name: str, net, seeds: list[int]) -> list[P
     if net.kind == "pretrained_biggan_generator":
         from gancomp_jax.models.biggan.pretrained import PretrainedBigGANGenerator, stats_weights
 
-        stats_weights(psi, cfg.n_stats)  # raises for psi outside (0, 1]
+        if not 0 < psi <= 1:
+            raise ValueError(f"config.truncation_psi={psi}: a pytorch-pretrained-biggan generator takes the truncation "
+                             f"as an input and needs it in (0, 1]")
+        stats_weights(psi, cfg.n_stats)
         G = PretrainedBigGANGenerator(cfg)
         generate = jax.jit(lambda v, z, y: G.apply(v, z, y, truncation=psi))
     else:
