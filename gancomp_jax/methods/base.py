@@ -177,6 +177,9 @@ class Method:
       sample_network: the exported name of the network drawn in the sample grids
         (e.g. ``'G_ema'``).
       metadata: extra facts stored with the exported model.
+      check_source: optional ``fn(data_source)`` the trainer calls once the data source is
+        built (before anything is written); raises ValueError when the data cannot feed the
+        method (e.g. a class-conditional method on unlabelled data).
     """
 
     networks: Mapping[str, NetworkSpec]
@@ -193,6 +196,7 @@ class Method:
     ema_buffers: bool = False
     sample_network: str | None = None
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    check_source: Callable[[Any], None] | None = None
 
     def __post_init__(self):
         names = [p.name for p in self.phases]

@@ -35,6 +35,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import traverse_util
 
 from gancomp_jax.methods.base import BuildEnv, Context, Method, NetworkSpec, OptimizerSpec, Phase
@@ -153,6 +154,25 @@ def ortho_penalty(params, skip=("shared",)) -> jax.Array:
     return total
 
 
+def check_labels(source, n_classes: int) -> None:
+    """The real data must carry class labels in ``[0, n_classes)`` (the D step embeds them):
+    the digits, or a folder/zip with an NVlabs ``dataset.json`` (``data.sources``). Sources that
+    do not say how many classes they have are not checked."""
+    k = getattr(source, "num_classes", None)
+    if k is None:
+        return
+    where = getattr(source, "path", None) or type(source).__name__
+    if int(k) == 0:
+        raise ValueError(f"the biggan method trains class-conditional networks but the data ({where}) carry no "
+                         f"class labels: add an NVlabs dataset.json with 'labels' to the folder/zip")
+    if int(k) > int(n_classes):
+        raise ValueError(f"the data ({where}) have {k} classes but the BigGAN networks have n_classes={n_classes} "
+                         f"(config.method.n_classes, or the teacher's)")
+    labels = source.labels() if callable(getattr(source, "labels", None)) else None
+    if labels is not None and len(labels) and int(np.min(labels)) < 0:
+        raise ValueError(f"the data ({where}) have unlabelled items (label -1); every item needs a class label")
+
+
 def hinge_d(d_fake, d_real):
     return jnp.mean(jax.nn.relu(1.0 - d_real)), jnp.mean(jax.nn.relu(1.0 + d_fake))
 
@@ -240,4 +260,5 @@ def build(config, env: BuildEnv) -> Method:
         sample_network=None,
         metadata={"method": "biggan", "alpha": alpha, "teacher": m.teacher, "channel_divisor": int(m.channel_divisor),
                   "num_D_steps": n_d, "G_ortho": g_ortho, "D_ortho": d_ortho},
+        check_source=lambda source: check_labels(source, n_classes),
     )

@@ -465,6 +465,8 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
 
     # Input pipeline (built before anything is written: a bad data path is an input error) ------
     source = data.build_source(cfg.data)
+    if method.check_source is not None:  # e.g. class-conditional methods need labelled data
+        method.check_source(source)
     pipeline = data.make_pipeline(source, global_batch_size=B, seed=cfg.seed, xflip=cfg.data.xflip,
                                   process_index=jax.process_index(), process_count=jax.process_count(),
                                   worker_count=cfg.data.worker_count)
