@@ -71,3 +71,20 @@ def test_l1_student_equals_masked_teacher(teacher):
     np.testing.assert_array_equal(keep_first["hidden0"], np.arange(8))
     with pytest.raises(ValueError, match="ratio"):
         pb.prune_generator(v, cfg, ratio=1.0)
+
+
+def test_pruned_model_directory_round_trip(teacher, tmp_path):
+    """G and G_ema pruned alike (channels from G_ema), D kept; the saved directory loads back."""
+    from gancomp_jax import checkpoints
+    from gancomp_jax.models.network import Network
+
+    cfg, v, z, y = teacher
+    nets = {"G": Network("biggan_generator", cfg, v), "G_ema": Network("biggan_generator", cfg, v)}
+    out, keep = pb.prune_networks(nets, divisor=2)
+    _, v2, keep2 = pb.prune_generator(v, cfg, divisor=2)
+    assert all(np.array_equal(keep[k], keep2[k]) for k in keep)
+    checkpoints.save_model(tmp_path / "student", out, {"source": "test"})
+    back = checkpoints.load_any(str(tmp_path / "student"))
+    assert back["G_ema"].config == out["G_ema"].config
+    np.testing.assert_array_equal(_run(back["G_ema"].config, back["G_ema"].variables, z, y),
+                                  _run(out["G"].config, v2, z, y))

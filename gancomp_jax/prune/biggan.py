@@ -203,3 +203,29 @@ def mask_generator(variables, cfg, keep) -> dict:
         shape[axis] = full
         return np.where(m.reshape(shape), a, 0).astype(a.dtype)
     return _apply(variables, cfg, keep, zero)
+
+
+def prune_networks(networks, ratio: float = 0.0, divisor: float | None = None, criterion: str = "l1",
+                   reference: str | None = None):
+    """Prunes every BigGAN generator of a loaded model (``{'G': Network, 'G_ema': ..., 'D': ...}``)
+    with the channels chosen on ``reference`` (default ``G_ema``, else ``G``), so G and G_ema stay
+    aligned; discriminators are kept. Returns ``(networks, kept indices)``; the result can be
+    written with ``checkpoints.save_model`` (an ordinary model directory of narrower widths)."""
+    gens = [n for n, net in networks.items() if net.kind == "biggan_generator"]
+    if not gens:
+        raise ValueError(f"no BigGAN generator among the networks {sorted(networks)}")
+    ref = reference or ("G_ema" if "G_ema" in gens else gens[0])
+    if ref not in gens:
+        raise ValueError(f"reference network {ref!r} is not a BigGAN generator (have {gens})")
+    keep = kept_channels(networks[ref].variables, networks[ref].config, ratio, divisor, criterion)
+    B = len(networks[ref].config.channels) - 1
+    out = dict(networks)
+    for name in gens:
+        net = networks[name]
+        if net.config != networks[ref].config:
+            raise ValueError(f"{name} and {ref} have different architectures")
+        cfg = dataclasses.replace(net.config, channels=tuple(len(keep[f"res{j}"]) for j in range(B + 1)),
+                                  hidden=tuple(len(keep[f"hidden{i}"]) for i in range(B)))
+        out[name] = dataclasses.replace(net, config=cfg, variables=_apply(
+            net.variables, net.config, keep, lambda a, axis, idx, _: np.take(a, idx, axis=axis)))
+    return out, keep
