@@ -34,6 +34,7 @@ def get_config():
     config.num_gen = 0                # 0: each metric's own count (50k); else override (recorded)
     config.max_real = 0               # 0: each metric's own count; else override (recorded)
     config.seed = 0
+    config.class_sampling = "dataset"  # conditional G: 'dataset' (NVlabs: a random item's label) | 'uniform' | 'balanced'
     config.cache = True               # cache dataset statistics (~/.cache/gancomp_jax/gan-metrics)
     config.progress = True
     return config

@@ -97,7 +97,7 @@ def test_requested_labels_reach_g():
         GeneratorSpec(ClassOnlyG(True), {}, truncation_psi=0.5)
 
 
-def test_class_accuracy_on_a_real_biggan_equals_numpy():
+def test_class_accuracy_on_a_real_biggan_equals_numpy(tmp_path):
     """A tiny random BigGAN (10 classes): the metric equals G(z, y) → uint8 → classifier in numpy."""
     from gancomp_jax.models.biggan import BigGANGenerator, BigGANGeneratorConfig, init_generator
 
@@ -118,6 +118,24 @@ def test_class_accuracy_on_a_real_biggan_equals_numpy():
     det = dc.digits_detector("logits")
     logits = np.asarray(det.fn(det.params, jnp.asarray(imgs)))
     assert got["class_accuracy_digits"] == pytest.approx(float(np.mean(logits.argmax(1) == y)), abs=1e-12)
+    # the evaluate job on the saved model: same record (balanced classes, seed 1)
+    import importlib.util
+    import pathlib
+
+    from gancomp_jax import checkpoints
+    from gancomp_jax.jobs import evaluate
+    from gancomp_jax.models.network import Network
+    model = tmp_path / "model"
+    checkpoints.save_model(model, {"G_ema": Network("biggan_generator", cfg, v)})
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "evaluate.py"
+    mspec = importlib.util.spec_from_file_location("experiments_evaluate_c", path)
+    module = importlib.util.module_from_spec(mspec)
+    mspec.loader.exec_module(module)
+    config = module.get_config()
+    config.model, config.metrics, config.num_gen, config.progress = str(model), "class_accuracy_digits", 20, False
+    config.seed, config.batch_size, config.class_sampling = 1, 20, "balanced"
+    rec = evaluate.run(config, str(tmp_path / "eval"))[0]
+    assert rec["results"] == got
     spec3 = GeneratorSpec(SimpleNamespace(config=SimpleNamespace(z_dim=3, n_classes=3)), None)
     with pytest.raises(ValueError, match="10 digit classes"):
         registry.calc_metric("class_accuracy_digits", registry.MetricOptions(G=spec3, num_gen=4, progress=False))

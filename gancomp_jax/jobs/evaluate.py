@@ -14,6 +14,7 @@ table is printed at the end. Metric names and settings: :mod:`gancomp_jax.metric
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -85,10 +86,11 @@ def run(config, workdir: str) -> list[dict]:
     source = build_source(config.data)
     labels = _labels(source)
     spec = load_generator(config.model, config.network, config.truncation_psi, config.noise_mode, labels)
-    if getattr(source, "resolution", None) not in (None, spec.config.img_resolution):
+    spec = dataclasses.replace(spec, class_sampling=str(config.get("class_sampling", "dataset")))
+    if getattr(source, "resolution", None) not in (None, spec.resolution):
         if needs_data:
             raise ValueError(f"the data are {source.resolution}px but the generator makes "
-                             f"{spec.config.img_resolution}px images (config.data.resolution)")
+                             f"{spec.resolution}px images (config.data.resolution)")
     opts = registry.MetricOptions(
         G=spec, dataset=source, dataset_name=config.data.get("name") or config.data.source,
         inception=config.inception or None, vgg16=config.vgg16 or None, lpips=config.lpips or None,

@@ -115,6 +115,11 @@ class GeneratorSpec:
         return hasattr(self.config, "n_classes") and not hasattr(self.config, "c_dim")
 
     @property
+    def resolution(self) -> int:
+        """Output image size in pixels."""
+        return int(self.config.resolution if self.is_biggan else self.config.img_resolution)
+
+    @property
     def c_dim(self) -> int:
         """Number of classes (0: unconditional)."""
         return int(self.config.n_classes if self.is_biggan else self.config.c_dim)
