@@ -631,6 +631,9 @@ def main(argv=None, runner: Callable = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:          # Ctrl-C: the trainer sealed what it could; state.json per chunk
+        print(f"interrupted: {e or 'Ctrl-C'}; re-run the same command to resume", file=sys.stderr)
+        return 130
     from gancomp_jax.jobs import report
     untrained = {f"pruned@{r:g}": students[r]["prune"] for r in ratios}
     models = dict(untrained)
