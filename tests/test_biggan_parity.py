@@ -19,7 +19,14 @@ from gancomp_jax.models.biggan import (BigGANDiscriminator, BigGANDiscriminatorC
                                        BigGANGeneratorConfig)
 from tests import biggan_torch_reference as ref  # noqa: E402
 
-jax.config.update("jax_default_matmul_precision", "highest")
+
+
+@pytest.fixture(autouse=True)
+def _highest_matmul_precision():
+    """Full float32 matmuls for the parity checks, scoped to this module's tests (a global
+    config update would leak into every test collected after this module)."""
+    with jax.default_matmul_precision("highest"):
+        yield
 
 
 def g_config(**kw):

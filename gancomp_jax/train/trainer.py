@@ -443,9 +443,9 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
            ) -> TrainResult:
     # new, empty, an earlier run or marked as ours: never a folder of other files (nor a link)
     check_run_workdir(workdir)
+    _setup_runtime(config, workdir)  # first: jax.distributed.initialize must precede any JAX call
     if jax.process_index() == 0:
         write_marker(workdir, "train")
-    _setup_runtime(config, workdir)
     r = resolve_config(config)
     cfg = r.config
     is_main = jax.process_index() == 0
