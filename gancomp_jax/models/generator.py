@@ -20,7 +20,7 @@ import numpy as np
 
 from gancomp_jax.models.config import (MIXED_DTYPES, GeneratorConfig, block_resolutions,
                                        mixed_precision_resolution)
-from gancomp_jax.models.layers import RESAMPLE_TAPS, Conv2dLayer, FullyConnected, normal_init
+from gancomp_jax.models.layers import RESAMPLE_TAPS, Conv2dLayer, FullyConnected, draw_normal, normal_init
 from gancomp_jax.ops import bias_act, modulated_conv2d, setup_filter, upsample2d
 from gancomp_jax.ops.bias_act import activation_gain
 
@@ -167,7 +167,7 @@ class SynthesisLayer(nn.Module):
             shape = (self.resolution, self.resolution)
             noise_const = self.variable(
                 "buffers", "noise_const",
-                lambda: jax.random.normal(self.make_rng("params"), shape, jnp.float32))
+                lambda: draw_normal(self.make_rng("params"), shape, jnp.float32))
             if noise_mode == "random":
                 noise = jax.random.normal(self.make_rng("noise"), (x.shape[0], *shape, 1), jnp.float32)
                 x = x + (noise * strength).astype(x.dtype)

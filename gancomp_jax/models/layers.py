@@ -8,6 +8,8 @@ weights ``[kh, kw, in, out]``.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Any
 
 import flax.linen as nn
@@ -22,10 +24,46 @@ Dtype = Any
 RESAMPLE_TAPS = (1, 3, 3, 1)
 
 
+_HOST_DRAWS = contextvars.ContextVar("gancomp_jax_host_normal_draws", default=False)
+
+
+@contextlib.contextmanager
+def host_normal_draws():
+    """Within this context (at trace time), :func:`draw_normal` draws on the host with numpy.
+
+    For ``init_model``'s random-weight models only: XLA:CPU compiles every ``jax.random.normal``
+    of a distinct shape into its own fused program (paper256's ~60 draws: ~20 s of compilation),
+    while a host callback costs nothing to compile. The values are N(0, 1) like the jax draws
+    (NVlabs draws ``torch.randn``) but not the same numbers: the trainer keeps the jax draws.
+    """
+    token = _HOST_DRAWS.set(True)
+    try:
+        yield
+    finally:
+        _HOST_DRAWS.reset(token)
+
+
+def _numpy_normal(key_data, shape, scale):
+    """N(0, scale^2) float32 draws from numpy's PCG64 seeded by the (uint32) key words."""
+    rng = np.random.default_rng(np.asarray(key_data, dtype=np.uint32).ravel().tolist())
+    return (rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)).astype(np.float32)
+
+
+def draw_normal(key, shape, dtype=jnp.float32, scale: float = 1.0):
+    """``N(0, scale^2)`` of ``shape``: ``jax.random.normal`` unless inside :func:`host_normal_draws`."""
+    shape = tuple(int(s) for s in shape)
+    if not _HOST_DRAWS.get():
+        x = jax.random.normal(key, shape, dtype)
+        return x if scale == 1.0 else x * scale
+    out = jax.ShapeDtypeStruct(shape, jnp.float32)
+    drawn = jax.pure_callback(lambda kd: _numpy_normal(kd, shape, scale), out, jax.random.key_data(key))
+    return drawn.astype(dtype)
+
+
 def normal_init(scale: float = 1.0):
-    """N(0, scale^2) initialiser."""
+    """N(0, scale^2) initialiser (see :func:`draw_normal`)."""
     def init(key, shape, dtype=jnp.float32):
-        return jax.random.normal(key, shape, dtype) * scale
+        return draw_normal(key, shape, dtype, scale)
     return init
 
 
