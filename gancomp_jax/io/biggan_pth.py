@@ -42,6 +42,12 @@ def load_biggan_state_dict(path: str | Path, max_alloc: int | None = None) -> tu
     if kind is None:
         keys = describe_keys(data) if isinstance(data, dict) else describe(data)
         raise CheckpointFormatError(f"{path}: not a BigGAN-PyTorch G/D state dict (keys: {keys})")
+    return kind, tensor_dict(path, data)
+
+
+def tensor_dict(path: str | Path, data: dict) -> dict[str, np.ndarray]:
+    """``data`` as ``{name: array}``; CheckpointFormatError naming the file and the entry when a
+    name is not a string or a value is not a tensor."""
     out = {}
     for k, v in dict.items(data):
         if not isinstance(k, str):
@@ -49,7 +55,7 @@ def load_biggan_state_dict(path: str | Path, max_alloc: int | None = None) -> tu
         if not isinstance(v, np.ndarray):
             raise CheckpointFormatError(f"{path}: '{k}' should be a tensor, got {type(v).__name__}")
         out[k] = v
-    return kind, out
+    return out
 
 
 def load_run_config(path: str | Path, max_alloc: int | None = None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from gancomp_jax.io.biggan_pth import tensor_dict
 from gancomp_jax.io.torch_pickle import CheckpointFormatError, describe, describe_keys, load_torch_file
 
 WEIGHTS_NAME = "pytorch_model.bin"
@@ -30,14 +31,7 @@ def load_state_dict(path: str | Path, max_alloc: int | None = None) -> dict[str,
     if not is_pretrained_biggan(data):
         keys = describe_keys(data) if isinstance(data, dict) else describe(data)
         raise CheckpointFormatError(f"{path}: not a pytorch-pretrained-biggan state dict (keys: {keys})")
-    out = {}
-    for k, v in dict.items(data):
-        if not isinstance(k, str):
-            raise CheckpointFormatError(f"{path}: non-string tensor name {describe(k)}")
-        if not isinstance(v, np.ndarray):
-            raise CheckpointFormatError(f"{path}: '{k}' should be a tensor, got {type(v).__name__}")
-        out[k] = v
-    return out
+    return tensor_dict(path, data)
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -19,6 +19,7 @@ All failures raise ``ValueError`` (or ``FileNotFoundError``) with a message nami
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -252,3 +253,15 @@ def check_finite(arrays: Mapping[str, np.ndarray], where: str) -> None:
             bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
             raise ValueError(f"{where}: {name!r} holds {bad:,} NaN or infinite values")
 
+
+def arrays_digest(arrays: Mapping[str, Any]) -> bytes:
+    """sha256 over every member of ``arrays`` but ``checksum`` (name, dtype, shape and bytes, in
+    sorted name order): the seal of the files our caches and resumable states write."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        if name == "checksum":
+            continue
+        a = np.ascontiguousarray(np.asarray(arrays[name]))
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.digest()

@@ -32,6 +32,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from gancomp_jax.io.safe_files import arrays_digest
+
 
 class FeatureStats:
     """Running feature statistics (transcribes NVlabs ``metric_utils.FeatureStats``).
@@ -131,7 +133,7 @@ class FeatureStats:
             arrays.update(all_features=self.get_all())
         if key is not None:
             arrays["key"] = _digest_array(hashlib.sha256(str(key).encode()).digest())
-        arrays["checksum"] = _digest_array(_arrays_digest(arrays))
+        arrays["checksum"] = _digest_array(arrays_digest(arrays))
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.npz")
         try:
             np.savez(tmp, **arrays)
@@ -214,24 +216,12 @@ def _digest_array(digest: bytes) -> np.ndarray:
     return np.frombuffer(digest, np.uint8).copy()
 
 
-def _arrays_digest(arrays: Mapping[str, Any]) -> bytes:
-    """sha256 over every member but ``checksum``: name, dtype, shape and bytes."""
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        if name == "checksum":
-            continue
-        a = np.ascontiguousarray(np.asarray(arrays[name]))
-        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.digest()
-
-
 def _cache_problem(d: Mapping[str, np.ndarray], key: str) -> str | None:
     """What is wrong with the members ``d`` of a cache file meant for ``key`` (None: usable)."""
     missing = sorted(set(_SCALARS + ("key", "checksum")) - set(d))
     if missing:
         return f"missing {missing} (written by an older version, or not a cache file)"
-    if d["checksum"].tobytes() != _arrays_digest(d):
+    if d["checksum"].tobytes() != arrays_digest(d):
         return "its arrays do not match its checksum: the file was edited or damaged"
     if d["key"].tobytes() != hashlib.sha256(key.encode()).digest():
         return "it was written for a different dataset, detector or options"

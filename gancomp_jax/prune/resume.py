@@ -24,6 +24,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from gancomp_jax.io.safe_files import arrays_digest
+
 
 def variables_digest(variables: Mapping[str, Any]) -> str:
     """sha256 over the names, shapes, dtypes and bytes of a variables tree (host copies)."""
@@ -71,7 +73,7 @@ class ScoreAccumulator:
                 raise ValueError("not a regular file of at most 64 MiB")
             with np.load(self.path, allow_pickle=False) as f:
                 d = {k: f[k] for k in f.files}
-            if d.get("checksum") is None or d["checksum"].tobytes() != _digest(d):
+            if d.get("checksum") is None or d["checksum"].tobytes() != arrays_digest(d):
                 problem = "its checksum does not match (damaged or edited)"
             elif str(d["key"]) != self._key(extra):
                 problem = "it was made with other settings or another teacher"
@@ -100,7 +102,7 @@ class ScoreAccumulator:
         arrays = {f"layer{i}": np.asarray(s, np.float64) for i, s in sums.items()}
         arrays["batches_done"] = np.int64(batches_done)
         arrays["key"] = np.array(self._key(extra))
-        arrays["checksum"] = np.frombuffer(_digest(arrays), np.uint8)
+        arrays["checksum"] = np.frombuffer(arrays_digest(arrays), np.uint8)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -125,12 +127,3 @@ class ScoreAccumulator:
                 f"{self.path}); re-run the same command to resume")
 
 
-def _digest(arrays: Mapping[str, np.ndarray]) -> bytes:
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        if name == "checksum":
-            continue
-        a = np.ascontiguousarray(np.asarray(arrays[name]))
-        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.digest()
