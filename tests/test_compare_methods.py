@@ -64,8 +64,8 @@ def test_every_method_gets_the_same_budget_seed_and_its_student(cm):
     assert cm.method_config("svs", "/t", STUDENTS).method.name == "stylekd"
     assert cm.method_config("dcp_gan", "/t", STUDENTS).method.student == STUDENTS["prune_dcp"]
     runs = cm.plan_runs(["itgc", "svs", "cagc_kd"], [0.7, 0.9], [0, 1])
-    assert runs == [("itgc", 0.7, 0), ("itgc", 0.7, 1), ("svs", 0.7, 0), ("svs", 0.7, 1), ("cagc_kd", 0.7, 0),
-                    ("cagc_kd", 0.7, 1), ("svs", 0.9, 0), ("svs", 0.9, 1), ("cagc_kd", 0.9, 0), ("cagc_kd", 0.9, 1)]
+    assert runs == [("itgc", 0.7, 0), ("svs", 0.7, 0), ("cagc_kd", 0.7, 0), ("itgc", 0.7, 1), ("svs", 0.7, 1),
+                    ("cagc_kd", 0.7, 1), ("svs", 0.9, 0), ("cagc_kd", 0.9, 0), ("svs", 0.9, 1), ("cagc_kd", 0.9, 1)]
 
 
 def _fid(seed, kimg):  # falls until 6 kimg (seed 0) / 8 kimg (seed 1), then flat with noise

@@ -289,12 +289,15 @@ def run_one(name: str, config, workdir: Path, settings: dict, *, cap: float, chu
 
 
 def plan_runs(methods: list[str], ratios: list[float], seeds: list[int]) -> list[tuple[str, float, int]]:
-    """(method, ratio, seed) of every run: all methods at ratios[0], RATIO_SUBSET at the others."""
+    """(method, ratio, seed) of every run: all methods at ratios[0], RATIO_SUBSET at the others.
+
+    Seed-major within a ratio (every method's first seed before any second seed), so that an
+    interrupted comparison already has one complete table for its first ratio and seed.
+    """
     runs = []
     for i, ratio in enumerate(ratios):
-        for m in methods:
-            if i == 0 or m in RATIO_SUBSET:
-                runs += [(m, ratio, s) for s in seeds]
+        for s in seeds:
+            runs += [(m, ratio, s) for m in methods if i == 0 or m in RATIO_SUBSET]
     return runs
 
 
