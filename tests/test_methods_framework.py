@@ -221,8 +221,15 @@ def test_distillation_method_frozen_teacher_shared_latents(tmp_path, teacher_dir
     from PIL import Image
     samples = tmp_path / "run" / "samples"
     assert Image.open(samples / "teacher.png").size == Image.open(samples / "fakes_final.png").size
+    # a resumed session keeps the earlier sessions' best (compare_methods trains in chunks)
+    res = train(_tiny(**{"method.name": "toy_distil", "total_steps": 4, "eval.every_kimg": 0.008,
+                         "eval.best_metric": "score", "grid_rows": 1, "grid_cols": 2}), tmp_path / "run",
+                hooks=[hook])
+    assert [h["Eval/score"] for h in res.eval_history] == [13.0, 14.0]
+    best = json.loads((tmp_path / "run" / "best_model" / "model.json").read_text())
+    assert best["metadata"]["step"] == 1 and best["metadata"]["Eval/score"] == 9.0
     other = str(teacher_dirs[1])
     monkeypatch.setitem(sys.modules, "gancomp_jax.methods.toy_distil", _toy_distil_module(other, teacher))
     with pytest.raises(ValueError, match="frozen network 'G_T' differs from the one this run started with"):
-        train(_tiny(**{"method.name": "toy_distil", "total_steps": 3}), tmp_path / "run")
-    assert res.step == 2
+        train(_tiny(**{"method.name": "toy_distil", "total_steps": 5}), tmp_path / "run")
+    assert res.step == 4

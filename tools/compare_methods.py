@@ -48,9 +48,8 @@ budget, two seeds, curves, one table.
    more than a factor of 20).
 
 ``--kimg K`` keeps the earlier fixed-budget behaviour (cap = chunk = K: one chunk per run).
-The final model of a run is its last ``model/`` (the trainer's ``best_model/`` is per session,
-so with chunks it is only the best of the last chunk); the table also gives each run's best
-curve value.
+The final model of a run is its last ``model/``; the table also gives each run's best curve
+value (the trainer's ``best_model/`` keeps that model across chunks, for whoever wants it).
 """
 
 from __future__ import annotations

@@ -403,6 +403,30 @@ def prepare(r: Resolved) -> Prepared:
     return Prepared(method, nets, txs, env, int(cfg.seed))
 
 
+def _resumed_best(workdir: Path, key: str, start_step: int) -> float | None:
+    """The best ``key`` value kept in ``workdir/best_model`` by an earlier session of this run.
+
+    Without it every resumed session would start its own best, and ``best_model/`` would be the
+    best of the last session only. A ``best_model/`` saved after the resume step (the session
+    died before its next checkpoint) is not trusted: the next evaluation replaces it.
+    """
+    path = workdir / "best_model" / "model.json"
+    if not key or not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text()).get("metadata", {})
+        value, step = float(meta[key]), int(meta["step"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        logging.warning("%s: no %s/step in its metadata; best_model/ restarts at this session", path, key)
+        return None
+    if step > start_step or not math.isfinite(value):
+        logging.warning("%s is from step %d, after the resume step %d; the next evaluation replaces it",
+                        path, step, start_step)
+        return None
+    logging.info("best %s so far: %g at step %d (best_model/)", key, value, step)
+    return value
+
+
 def train(config: ml_collections.ConfigDict, workdir: str | Path, hooks: Sequence[Hook] = ()) -> TrainResult:
     """Trains (or resumes) the method of ``config`` in ``workdir``.
 
@@ -551,7 +575,9 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
 
     # Evaluation hooks -------------------------------------------------------------------------
     eval_history: list[dict[str, float]] = []
-    best = {"value": None}
+    best_key = cfg.eval.best_metric and (cfg.eval.best_metric if cfg.eval.best_metric.startswith("Eval/")
+                                         else f"Eval/{cfg.eval.best_metric}")
+    best = {"value": _resumed_best(workdir, best_key, start_step) if latest is not None else None}
     eval_every = float(cfg.eval.every_kimg)
 
     def evaluate(step: int, state: TrainState) -> None:
@@ -565,8 +591,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
                 scalars.update({f"Eval/{k}": float(v) for k, v in dict(hook(step, networks)).items()})
         eval_history.append({"step": step, **scalars})
         writer.scalars(step, scalars)
-        key = cfg.eval.best_metric and (cfg.eval.best_metric if cfg.eval.best_metric.startswith("Eval/")
-                                        else f"Eval/{cfg.eval.best_metric}")
+        key = best_key
         if key and key in scalars and math.isfinite(scalars[key]):
             v = scalars[key]
             better = best["value"] is None or (v < best["value"] if cfg.eval.best_mode == "min" else v > best["value"])
