@@ -1,5 +1,8 @@
 """Prune job: teacher (model directory, NVlabs ``.pkl`` or rosinality ``.pt``) → student model.
 
+A BigGAN teacher (model directory, run, BigGAN-PyTorch ``G.pth``) is pruned by
+:mod:`gancomp_jax.jobs.prune_biggan` (criteria ``l1``/``first``; imported only for BigGAN teachers).
+
     python -m gancomp_jax.main --config experiments/prune.py --workdir OUT \
         --config.teacher=ffhq-res256-mirror-paper256-noaug.pkl \
         --config.criterion=content_aware --config.ratio=0.7
@@ -52,7 +55,7 @@ def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.job = "prune"
     c.teacher = ""                   # model directory, NVlabs .pkl or rosinality .pt (required)
-    c.criterion = "content_aware"    # content_aware | l1_out | gan_slimming | random | first
+    c.criterion = "content_aware"    # content_aware | l1_out | gan_slimming | random | first (BigGAN teacher: l1 | first)
     # width rule: exactly one of the three
     c.ratio = config_dict.placeholder(float)               # remove int(r*C) channels per layer (0.7: CAGC)
     c.channel_multiplier = config_dict.placeholder(int)    # divide every width of G (and D) by k (DGL-GAN)
@@ -196,6 +199,37 @@ def render_report(meta: dict, teacher_params, student_params, teacher_macs, stud
     return "\n".join(lines), summary
 
 
+#: model family -> module with ``run(config, out, networks, digest, seeds, output_names)``
+FAMILY_BRANCHES = {"biggan": "gancomp_jax.jobs.prune_biggan"}
+
+
+def _family_hint(teacher) -> str | None:
+    """The teacher generator's model family read from ``model.json`` (no arrays loaded), or None
+    when the teacher is not a model directory (known only after loading)."""
+    from gancomp_jax.models.registry import GENERATOR_KINDS, family
+    try:
+        form, where = checkpoints.resolve_model(teacher)
+        if form != "model_dir":
+            return None
+        nets = checkpoints.read_description(where)["networks"]
+    except (OSError, ValueError, KeyError):
+        return None  # the load reports it
+    kinds = [nets[n]["kind"] for n in ("G_ema", "G") if n in nets and nets[n].get("kind") in GENERATOR_KINDS]
+    kinds = kinds or [v.get("kind") for v in nets.values() if v.get("kind") in GENERATOR_KINDS]
+    return family(kinds[0]) if kinds else None
+
+
+def _family(networks, teacher) -> str:
+    """The loaded teacher's model family; one that cannot be pruned is refused."""
+    from gancomp_jax.models.registry import family
+    name, net = checkpoints.pick_generator(networks)
+    fam = family(net.kind)
+    if fam != "stylegan2" and fam not in FAMILY_BRANCHES:
+        raise ValueError(f"the teacher {teacher} ({name}: {net.kind}, family {fam}) cannot be pruned: the prune job "
+                         f"supports the families stylegan2, {', '.join(FAMILY_BRANCHES)}")
+    return fam
+
+
 def run(config, workdir: str) -> dict[str, Any]:
     if not config.teacher:
         raise ValueError("config.teacher is required: a model directory, an NVlabs .pkl or a rosinality .pt")
@@ -209,9 +243,20 @@ def run(config, workdir: str) -> dict[str, Any]:
     seeds = parse_seeds(config.grid_seeds)
     options = options_from_config(config)
     from gancomp_jax.prune.pipeline import validate_options
-    validate_options(options)  # before the (possibly slow) teacher load
+    family = _family_hint(config.teacher)  # from model.json when it has one; else known after loading
+    if family == "stylegan2":
+        validate_options(options)  # before the (possibly slow) teacher load
+    elif family in FAMILY_BRANCHES:
+        import importlib
+        importlib.import_module(FAMILY_BRANCHES[family]).validate(config, str(config.teacher))
     networks = checkpoints.load_any(config.teacher)
     digest = teacher_sha256(config.teacher)
+    family = _family(networks, config.teacher)
+    if family in FAMILY_BRANCHES:  # another model family: its own branch, imported only now
+        import importlib
+        branch = importlib.import_module(FAMILY_BRANCHES[family])
+        return branch.run(config, out, networks, digest, seeds, OUTPUT_NAMES)
+    validate_options(options)
     t0 = time.time()
     # Sampling criteria seal their running sums after every batch in WORKDIR/.scoring_state.npz
     # (the workdir is created and marked only then); a re-run resumes; Ctrl-C returns at once.

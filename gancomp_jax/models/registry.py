@@ -20,6 +20,18 @@ from gancomp_jax.models.generator import Generator
 GENERATOR_KINDS = ("generator", "biggan_generator", "pretrained_biggan_generator")
 DISCRIMINATOR_KINDS = ("discriminator", "biggan_discriminator")
 
+#: kind -> model family (jobs dispatch family-specific code on it without importing the family)
+FAMILIES = {"generator": "stylegan2", "discriminator": "stylegan2", "biggan_generator": "biggan",
+            "biggan_discriminator": "biggan", "pretrained_biggan_generator": "biggan_deep"}
+
+
+def family(kind: str) -> str:
+    """The model family of a network kind: ``'stylegan2'``, ``'biggan'`` (BigGAN-PyTorch) or
+    ``'biggan_deep'`` (pytorch-pretrained-biggan, eval only)."""
+    if kind not in FAMILIES:
+        raise ValueError(f"unknown network kind {kind!r}; available: {sorted(FAMILIES)}")
+    return FAMILIES[kind]
+
 
 def _biggan(kind: str):
     if kind == "pretrained_biggan_generator":  # pytorch-pretrained-biggan's BigGAN-deep (eval only)
