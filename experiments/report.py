@@ -8,6 +8,9 @@ Default metric: fid_digits (the embedded digits; needs no weight files). For rea
 --config.metrics=fid50k_full --config.inception=pt_inception-2015-12-05-6726825d.pth
 --config.data.source=zip --config.data.path=ffhq256.zip. Writes OUT/report.md, report.json,
 grid.png, quality_vs_macs.png and metric-<name>.jsonl.
+
+BigGAN teacher and students (one family per report), e.g. on the digits:
+--config.metrics=fid_digits,class_accuracy_digits --config.class_sampling=balanced.
 """
 
 import ml_collections
@@ -33,5 +36,7 @@ def get_config():
     config.batch_size = 64
     config.speed_batch = 16           # batch for the images/s measurement
     config.seed = 0
+    config.class_sampling = "dataset"  # conditional models: dataset | uniform | balanced (metrics' classes)
+    config.grid_classes = 10          # BigGAN: grid rows for the first N classes (one row per model each)
     config.progress = True
     return config

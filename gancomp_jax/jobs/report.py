@@ -17,11 +17,20 @@ Writes, in OUT:
   against MACs, the figure compression papers show (matplotlib);
 * ``metric-<name>.jsonl``: NVlabs-style records, one per model (``snapshot_pkl`` = the model).
 
+BigGAN models (teacher and students all BigGAN; a report mixing families is refused): parameters
+of G's ``params`` collection, MACs from :func:`gancomp_jax.models.biggan.cost.generator_macs`;
+class-conditional metrics sample classes as ``class_sampling`` says (``dataset``: the data's
+labels, ``uniform``, ``balanced``: equal class-major blocks; e.g. ``fid_digits,
+class_accuracy_digits`` on the digits); images/s times ``G(z, y)`` in eval mode (classes
+``i mod n_classes``) the same way; ``grid.png`` has one block of rows per class (the first
+``grid_classes`` classes), within it one row per model, the same seeds (no truncation) in every row.
+
 :func:`make_report` is the same as a function (the quickstart's ``evaluate`` stage calls it).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import time
@@ -46,6 +55,29 @@ def images_per_second(spec, batch_size: int = 16, iters: int = 9) -> float:
     return time_generators([spec], batch_size, iters)[0]["images_per_second"]
 
 
+def _is_biggan(spec) -> bool:
+    return bool(getattr(spec, "is_biggan", False))
+
+
+# BigGAN G(z, y) in eval mode; the module is static (hashable), so the grid and the timing share
+# one compiled program per architecture and batch size
+_biggan_apply = jax.jit(lambda G, v, z, y: G.apply(v, z, y), static_argnums=0)
+
+
+def _timed_call(spec, batch_size: int):
+    """(jitted function, its arguments): const noise for StyleGAN2; eval mode, classes ``i mod K``, BigGAN."""
+    G = spec.module
+    z = jnp.asarray(np.random.RandomState(0).randn(batch_size, G.config.z_dim), jnp.float32)
+    if _is_biggan(spec):
+        y = jnp.asarray(np.arange(batch_size) % G.config.n_classes, jnp.int32)
+        return functools.partial(_biggan_apply, G), (jax.device_put(spec.variables), z, y)
+    fn = jax.jit(lambda v, z, c, G=G: G.apply(v, z, c, noise_mode="const"))
+    c = None
+    if G.config.c_dim:
+        c = jnp.zeros((batch_size, G.config.c_dim)).at[:, 0].set(1)
+    return fn, (jax.device_put(spec.variables), z, c)
+
+
 def time_generators(specs: Sequence[Any], batch_size: int = 16, reps: int = 9, warmup: int = 2
                     ) -> list[dict[str, Any]]:
     """Throughput of several generators measured the same way, for comparison.
@@ -59,13 +91,7 @@ def time_generators(specs: Sequence[Any], batch_size: int = 16, reps: int = 9, w
     """
     runs = []
     for spec in specs:
-        G = spec.module
-        fn = jax.jit(lambda v, z, c, G=G: G.apply(v, z, c, noise_mode="const"))
-        z = jnp.asarray(np.random.RandomState(0).randn(batch_size, G.config.z_dim), jnp.float32)
-        c = None
-        if G.config.c_dim:
-            c = jnp.zeros((batch_size, G.config.c_dim)).at[:, 0].set(1)
-        args = (jax.device_put(spec.variables), z, c)
+        fn, args = _timed_call(spec, batch_size)
         for _ in range(max(1, warmup)):
             jax.block_until_ready(fn(*args))
         runs.append((fn, args, []))
@@ -90,6 +116,28 @@ def sample_row(spec, seeds: Sequence[int]) -> np.ndarray:
     img = np.asarray(jax.jit(lambda v, z, c: G.apply(v, z, c, noise_mode="const"))(spec.variables, z, c))
     u8 = to_uint8(img)
     return np.repeat(u8, 3, axis=-1) if u8.shape[-1] == 1 else u8
+
+
+def class_rows(spec, seeds: Sequence[int], classes: Sequence[int]) -> list[np.ndarray]:
+    """BigGAN: per class, uint8 ``[len(seeds), R, R, 3]`` (``z = RandomState(seed).randn``, no
+    truncation, eval mode), one jitted call for all classes."""
+    G = spec.module
+    z = np.stack([np.random.RandomState(s).randn(G.config.z_dim) for s in seeds]).astype(np.float32)
+    zz = np.tile(z, (len(classes), 1))
+    y = np.repeat(np.asarray(classes, np.int32), len(seeds))
+    img = to_uint8(np.asarray(_biggan_apply(G, jax.device_put(spec.variables), jnp.asarray(zz), jnp.asarray(y))))
+    return [img[i * len(seeds):(i + 1) * len(seeds)] for i in range(len(classes))]
+
+
+def _cost(spec) -> dict[str, Any]:
+    """``{'params', 'macs', 'macs_cagc'}`` of one generated image (``macs_cagc`` None for BigGAN)."""
+    if _is_biggan(spec):
+        from gancomp_jax.convert.common import count_parameters
+        from gancomp_jax.models.biggan.cost import generator_macs  # BigGAN reports only
+        return dict(params=count_parameters(spec.variables), macs=generator_macs(spec.config), macs_cagc=None)
+    from gancomp_jax.metrics.cost import generator_cost
+    cost = generator_cost(spec.config)
+    return dict(params=int(cost["params"]), macs=int(cost["macs"]), macs_cagc=int(cost["macs_cagc"]))
 
 
 def _resize_nearest(img: np.ndarray, size: int) -> np.ndarray:
@@ -170,17 +218,21 @@ def make_report(teacher: str, students: Sequence[str] | Mapping[str, str], out_d
                 inception: str | None = None, vgg16: str | None = None, lpips: str | None = None,
                 fid_convention: str = "nvlabs", num_gen: int | None = None, max_real: int | None = None,
                 seeds: str = "0-7", batch_size: int = 64, speed_batch: int = 16, speed_iters: int = 9,
-                seed: int = 0, progress: bool = True) -> dict[str, Any]:
+                seed: int = 0, progress: bool = True, class_sampling: str = "dataset",
+                grid_classes: int = 10) -> dict[str, Any]:
     """Builds the report (see module docstring) and returns its JSON content.
 
     ``students``: paths, or ``{name: path}``; ``names``: names for teacher and students (default:
     'teacher' and the student directory names). ``data``: a data config (default: the embedded
-    digits). ``metrics``: comma-separated registry names ('' for none).
+    digits). ``metrics``: comma-separated registry names ('' for none). ``class_sampling`` and
+    ``grid_classes``: conditional models (module docstring).
     """
+    import dataclasses
+
     from gancomp_jax.data import build_source, default_data_config
     from gancomp_jax.jobs.evaluate import load_generator
     from gancomp_jax.metrics import registry
-    from gancomp_jax.metrics.cost import compression_rate, generator_cost
+    from gancomp_jax.metrics.cost import compression_rate
     from gancomp_jax.metrics.hook import _labels
 
     from gancomp_jax.utils.atomic_dir import check_workdir, prepare_workdir, replace_file
@@ -206,17 +258,29 @@ def make_report(teacher: str, students: Sequence[str] | Mapping[str, str], out_d
     source = build_source(data)
     dataset_name = data.get("name") or data.get("source")
     labels = _labels(source)
-    specs = [(n, p, role, load_generator(str(p), labels=labels)) for n, p, role in models]  # all load first
-    prepare_workdir(out, "report", REPORT_FILES)
+    specs = [(n, p, role, dataclasses.replace(load_generator(str(p), labels=labels), class_sampling=class_sampling))
+             for n, p, role in models]  # all load first
+    biggan = _is_biggan(specs[0][3])
+    other = [(n, p) for n, p, _, s in specs if _is_biggan(s) != biggan]
+    if other:
+        fam = lambda b: "a BigGAN" if b else "a StyleGAN2"  # noqa: E731
+        raise ValueError(f"the report compares models of one family: the teacher {teacher} is {fam(biggan)} "
+                         f"generator but {other[0][0]} ({other[0][1]}) is {fam(not biggan)} generator")
     seed_list = parse_seeds(seeds)
-    teacher_cost = generator_cost(specs[0][3].config)
+    grid_class_list = []
+    if biggan:
+        if int(grid_classes) < 1:
+            raise ValueError(f"grid_classes must be >= 1, got {grid_classes}")
+        grid_class_list = list(range(min(int(grid_classes), specs[0][3].c_dim)))
+    prepare_workdir(out, "report", REPORT_FILES)
+    teacher_cost = _cost(specs[0][3])
     rows, grid_rows, detectors = [], [], {}
     for name, path, role, spec in specs:
         logging.info("report: %s (%s)", name, path)
-        cost = generator_cost(spec.config)
-        row = dict(name=name, role=role, model=str(path), resolution=spec.config.img_resolution,
+        cost = _cost(spec)
+        row = dict(name=name, role=role, model=str(path), resolution=spec.resolution,
                    widths=list(spec.config.channels), params=int(cost["params"]), macs=int(cost["macs"]),
-                   macs_cagc=int(cost["macs_cagc"]),
+                   macs_cagc=cost["macs_cagc"],
                    compression_rate=compression_rate(cost["macs"], teacher_cost["macs"]),
                    mac_ratio=teacher_cost["macs"] / max(cost["macs"], 1),
                    metrics={}, records=[])
@@ -230,11 +294,13 @@ def make_report(teacher: str, students: Sequence[str] | Mapping[str, str], out_d
             row["metrics"].update(rec["results"])
             row["records"].append({k: rec[k] for k in rec if k != "results"})
         rows.append(row)
-        grid_rows.append(sample_row(spec, seed_list))
+        grid_rows.append(class_rows(spec, seed_list, grid_class_list) if biggan else sample_row(spec, seed_list))
     # all models timed together, round-robin, after the metrics (see time_generators)
     for row, speed in zip(rows, time_generators([s[3] for s in specs], speed_batch, speed_iters)):
         row.update(speed)
         row["measured_speedup"] = row["images_per_second"] / max(rows[0]["images_per_second"], 1e-12)
+    if biggan:  # class-major: per class, one row per model
+        grid_rows = [per_model[k] for k in range(len(grid_class_list)) for per_model in grid_rows]
     size = max(r.shape[1] for r in grid_rows)
     grid = make_grid(np.concatenate([_resize_nearest(r, size) for r in grid_rows]), cols=len(seed_list))
     grid_path = out / "grid.png"
@@ -243,11 +309,14 @@ def make_report(teacher: str, students: Sequence[str] | Mapping[str, str], out_d
     plot_path = plot_quality_vs_macs(rows, key, out / "quality_vs_macs.png") if key else None
     report = dict(teacher=str(teacher), rows=rows, seeds=seed_list, grid=str(grid_path),
                   plot=None if plot_path is None else str(plot_path), quality_metric=key,
+                  family="biggan" if biggan else "stylegan2", class_sampling=class_sampling,
+                  grid_classes=grid_class_list,
                   device=str(jax.devices()[0].device_kind), num_devices=len(jax.devices()))
     replace_file(out / "report.json", json.dumps(report, indent=2, default=str).encode())
-    md = ["# Compression report", "",
+    cost_module = "gancomp_jax.models.biggan.cost" if biggan else "gancomp_jax.metrics.cost"
+    md = ["# Compression report" + (" (BigGAN)" if biggan else ""), "",
           f"Teacher: `{teacher}`. MACs: executed multiply-accumulates of one generated image "
-          f"(gancomp_jax.metrics.cost); compression rate = 1 − MACs/MACs(teacher); MAC ratio = "
+          f"({cost_module}); compression rate = 1 − MACs/MACs(teacher); MAC ratio = "
           f"MACs(teacher)/MACs, the speed-up the MAC count predicts; measured speed-up = images/s over the "
           f"teacher's images/s; images/s: batch {speed_batch}, float32, on {report['device']}: every model "
           f"compiled and warmed up, then timed round-robin, {speed_iters} repetitions each; median "
@@ -257,8 +326,14 @@ def make_report(teacher: str, students: Sequence[str] | Mapping[str, str], out_d
         shares = r["metrics"].get("digits_class_shares")
         if shares:
             md.append(f"- {r['name']}: digit shares {_fmt(shares)}")
-    md += ["", f"Samples (rows: {', '.join(r['name'] for r in rows)}; seeds {seeds}; const noise, ψ = 1):", "",
-           f"![grid]({grid_path.name})", ""]
+    if biggan:
+        md += ["", f"Classes sampled as `{class_sampling}` for the metrics. Samples per class (classes "
+               f"{grid_class_list[0]}–{grid_class_list[-1]}, one block of rows each; within a block one row per "
+               f"model: {', '.join(r['name'] for r in rows)}; seeds {seeds}; eval mode, no truncation):", "",
+               f"![grid]({grid_path.name})", ""]
+    else:
+        md += ["", f"Samples (rows: {', '.join(r['name'] for r in rows)}; seeds {seeds}; const noise, ψ = 1):", "",
+               f"![grid]({grid_path.name})", ""]
     if plot_path:
         md += [f"![{key} vs MACs]({plot_path.name})", ""]
     replace_file(out / "report.md", "\n".join(md).encode())
@@ -274,7 +349,8 @@ def run(config, workdir: str) -> dict[str, Any]:
         inception=config.inception or None, vgg16=config.vgg16 or None, lpips=config.lpips or None,
         fid_convention=config.fid_convention, num_gen=int(config.num_gen) or None,
         max_real=int(config.max_real) or None, seeds=config.seeds, batch_size=int(config.batch_size),
-        speed_batch=int(config.speed_batch), seed=int(config.seed), progress=bool(config.progress))
+        speed_batch=int(config.speed_batch), seed=int(config.seed), progress=bool(config.progress),
+        class_sampling=str(config.get("class_sampling", "dataset")), grid_classes=int(config.get("grid_classes", 10)))
     print(markdown_table(report["rows"]))
     print(f"report: {report['markdown']} (grid {report['grid']}, plot {report['plot']})")
     return report
