@@ -180,7 +180,8 @@ def test_stylegan2_paths_do_not_import_biggan():
     import sys
 
     code = ("import sys, gancomp_jax.checkpoints, gancomp_jax.convert, gancomp_jax.jobs.generate, "
-            "gancomp_jax.train.trainer, gancomp_jax.methods.dgl_gan, gancomp_jax.export; "
+            "gancomp_jax.train.trainer, gancomp_jax.methods.dgl_gan, gancomp_jax.export, gancomp_jax.jobs.prune, "
+            "gancomp_jax.jobs.report; "
             "from gancomp_jax.models import registry; assert 'biggan_generator' in registry.KINDS; "
             "bad = [m for m in sys.modules if 'biggan' in m]; assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)

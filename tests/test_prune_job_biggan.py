@@ -171,3 +171,26 @@ def test_cli_stylegan2_criterion_on_biggan_is_one_error_line(teacher_dir, tmp_pa
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 2 and last.startswith("error: criterion 'gan_slimming' is for StyleGAN2 teachers"), r.stderr
     assert "BigGAN" in last and not out.exists()
+
+
+def test_stylegan2_prune_run_does_not_import_biggan(tmp_path):
+    """A StyleGAN2 prune, run to the end, never imports the BigGAN family (dispatch is lazy)."""
+    code = f"""
+import sys, jax, numpy as np
+from gancomp_jax import checkpoints
+from gancomp_jax.jobs import prune, report
+from gancomp_jax.models import GeneratorConfig
+cfg = GeneratorConfig(img_resolution=8, channels=(8, 8, 8, 8), z_dim=4, w_dim=4, mapping_layers=1)
+v = jax.tree.map(lambda a: np.full(a.shape, 0.1, np.float32), checkpoints.abstract_variables("generator", cfg))
+checkpoints.save_model({str(tmp_path / 't')!r}, {{"G_ema": checkpoints.Network("generator", cfg, v)}})
+c = prune.default_config()
+c.teacher, c.criterion, c.ratio, c.grid_seeds, c.progress = {str(tmp_path / 't')!r}, "first", 0.5, "0", False
+c.discriminator = "fresh"
+prune.run(c, {str(tmp_path / 'out')!r})
+bad = [m for m in sys.modules if "biggan" in m]
+assert not bad, bad
+"""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "out" / "model" / "model.json").is_file()
