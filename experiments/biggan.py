@@ -11,7 +11,10 @@ Variants:
 - ``imagenet128``: BigGAN-PyTorch's ``launch_BigGAN_bs256x8.sh`` settings (G_ch = D_ch = 96,
   dim_z 120, shared_dim 128, hier, attention 64, G_lr 1e-4, D_lr 4e-4, num_D_steps 1,
   adam_eps 1e-6, SN_eps 1e-6, EMA 0.9999 from 20k, G_ortho 0) on ImageNet via TFDS
-  (batch 256; the release accumulates 8 × 256).
+  (batch 256; the release accumulates 8 × 256). Images: centre crop of the short edge and
+  bilinear resize to 128 with the released ``I128_hdf5`` pixel levels (``data.preprocess``);
+  prepare the data once with ``tfds build imagenet2012 --file_format=array_record`` (manual
+  download of the ILSVRC2012 tars into TFDS' manual_dir).
 
 The result is ``WORKDIR/model`` (G, G_ema, D); generate with ``experiments/generate.py``
 (``--config.class_idx``), or export to BigGAN-PyTorch's files with ``tools/export_pt.py``.
@@ -56,6 +59,7 @@ def get_config(variant: str = "digits"):
         c.data.source = "tfds"
         c.data.name = "imagenet2012"
         c.data.resolution = 128
+        c.data.preprocess = "biggan_hdf5"  # centre crop + bilinear resize, I128_hdf5's levels (data/tfds_source.py)
         m.resolution, m.G_ch, m.D_ch = 128, 96, 96
         m.dim_z, m.shared_dim, m.hier, m.n_classes = 120, 128, True, 1000
         m.G_attn = m.D_attn = "64"

@@ -631,7 +631,8 @@ def default_data_config() -> ml_collections.ConfigDict:
     Fields: ``source`` (one of ``SOURCE_KINDS``), ``resolution`` (int),
     ``xflip`` (bool), ``path`` (folder/zip/tfds_imagefolder root), ``name``
     (TFDS dataset name, optionally with config/version), ``split``,
-    ``data_dir`` (TFDS data dir; '' = TFDS default), ``worker_count`` (Grain
+    ``data_dir`` (TFDS data dir; '' = TFDS default), ``preprocess`` (TFDS:
+    crop/resize to ``resolution`` as BigGAN-PyTorch, ``tfds_source``), ``worker_count`` (Grain
     worker processes; 0 = read in the main process with threads), ``max_file_mb`` (largest
     image file or zip member read, MiB; larger ones are skipped unread).
     """
@@ -644,6 +645,7 @@ def default_data_config() -> ml_collections.ConfigDict:
             name="",
             split="train",
             data_dir="",
+            preprocess="none",  # source='tfds': none | center_crop | biggan_hdf5 (data/tfds_source.py)
             worker_count=0,
             max_file_mb=float(MAX_FILE_MB),
             # source='teacher' (gancomp_jax.data.teacher_source; path = the teacher)
@@ -710,5 +712,6 @@ def build_source(config: Any):
             split=split,
             data_dir=_get(config, "data_dir", "") or None,
             resolution=resolution,
+            preprocess=_get(config, "preprocess", "none") or "none",
         )
     raise ValueError(f'unknown data source {kind!r}; valid sources: {", ".join(SOURCE_KINDS)}')

@@ -9,6 +9,20 @@ an explanatory error. Nothing is downloaded unless ``download=True``.
 
 ``tensorflow_datasets`` is imported lazily, only when a ``TFDSSource`` is
 constructed; install it with ``pip install "gancomp_jax[tfds]"``.
+
+Datasets of varying image sizes (``imagenet2012``) are brought to ``resolution`` by
+``preprocess`` (``data.preprocess``), as BigGAN-PyTorch's ImageNet loader (``utils.py``
+``get_data_loaders`` without augmentation, also what its ``make_hdf5.py`` stores):
+
+- ``'center_crop'``: ``CenterCropLongEdge`` — the centred square of side ``min(H, W)``, offsets
+  as torchvision's ``center_crop`` (``int(round((H - s) / 2))``, Python's round half to even) —
+  then ``transforms.Resize(resolution)``, i.e. PIL's bilinear (antialiased) resize to
+  ``resolution × resolution`` (an image already of that size is returned as is);
+- ``'biggan_hdf5'``: the same, then the pixel levels the released ``I128_hdf5`` files hold:
+  ``make_hdf5.py`` undoes ``ToTensor`` + ``Normalize(0.5, 0.5)`` with ``(255·((x+1)/2)).byte()``
+  in float32, which truncates 63 of the 256 levels to the level below (:data:`HDF5_LEVELS`);
+  BigGAN-PyTorch's launch scripts train on these files;
+- ``'none'`` (default): images must already be ``resolution`` pixels square.
 """
 
 from __future__ import annotations
@@ -33,6 +47,34 @@ def import_tfds():
     return tfds
 
 
+PREPROCESS = ("none", "center_crop", "biggan_hdf5")
+
+
+def _hdf5_levels() -> np.ndarray:
+    """uint8 [256]: level v after ToTensor (v/255), Normalize(0.5, 0.5) and make_hdf5.py's
+    ``(255 * ((x + 1) / 2.0)).byte()``, every step in float32 as torch computes it."""
+    v = np.arange(256, dtype=np.float32)
+    x = (v / np.float32(255) - np.float32(0.5)) / np.float32(0.5)
+    return (np.float32(255) * ((x + np.float32(1)) / np.float32(2.0))).astype(np.uint8)
+
+
+HDF5_LEVELS = _hdf5_levels()
+
+
+def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """BigGAN-PyTorch's ``CenterCropLongEdge()`` then ``transforms.Resize(size)`` on a uint8
+    ``[H, W, 3]`` image -> uint8 ``[size, size, 3]`` (module docstring)."""
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+
+    h, w = image.shape[:2]
+    s = min(h, w)
+    top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
+    crop = np.ascontiguousarray(image[top:top + s, left:left + s])
+    if s == size:
+        return crop
+    return np.asarray(Image.fromarray(crop).resize((size, size), Image.BILINEAR))
+
+
 def _to_rgb(image: np.ndarray, where: str) -> np.ndarray:
     """uint8 [H, W, C] with C in {1, 3, 4} (or [H, W]) -> uint8 [H, W, 3]."""
     if image.ndim == 2:
@@ -51,7 +93,8 @@ class TFDSSource:
 
     Elements are ``{'image': uint8 [R, R, 3], 'label': int}``; the label comes
     from ``label_key`` when that feature exists (a ClassLabel or integer
-    scalar), otherwise it is -1. Grayscale (1 channel) images are replicated to
+    scalar), otherwise it is -1. ``preprocess`` (module docstring) crops and
+    resizes images of any size to ``resolution`` (which it then requires). Grayscale (1 channel) images are replicated to
     RGB and RGBA images lose their alpha channel; other channel counts,
     non-uint8 pixels, non-square images or images whose side differs from
     ``resolution`` raise ``ValueError`` (statically from the feature spec when
@@ -76,7 +119,13 @@ class TFDSSource:
         image_key: str = "image",
         label_key: str | None = "label",
         download: bool = False,
+        preprocess: str = "none",
     ):
+        if preprocess not in PREPROCESS:
+            raise ValueError(f"TFDS preprocess must be one of {PREPROCESS}, got {preprocess!r}")
+        if preprocess != "none" and not resolution:
+            raise ValueError(f"TFDS preprocess {preprocess!r} needs the target resolution (config.data.resolution)")
+        self.preprocess = preprocess
         tfds = import_tfds()
         self.name, self.split = name, split
         self.data_dir = os.fspath(data_dir) if data_dir else None
@@ -113,7 +162,7 @@ class TFDSSource:
                 f" [H, W, 1|3|4], got shape {shape} dtype {dtype}"
             )
         h, w = shape[0], shape[1]
-        if h is not None and w is not None and h != w:
+        if h is not None and w is not None and h != w and preprocess == "none":
             raise ValueError(f"{where}: images are {h}x{w} (HxW); only square images are supported")
         if len(source) == 0:
             raise ValueError(f"{where}: split {split!r} contains no examples")
@@ -122,7 +171,7 @@ class TFDSSource:
             resolution = static_side
             if resolution is None:  # variable-size feature: take the first image
                 resolution = _to_rgb(np.asarray(source[0][image_key]), where).shape[0]
-        elif static_side is not None and static_side != resolution:
+        elif static_side is not None and static_side != resolution and preprocess == "none":
             raise ValueError(
                 f"{where}: images are {static_side}x{static_side} but the expected"
                 f" resolution is {resolution}x{resolution}; prepare the data at the"
@@ -147,6 +196,10 @@ class TFDSSource:
         example = self._source[index]
         where = f"TFDS {self.name!r} split {self.split!r} example {index}"
         image = _to_rgb(np.asarray(example[self.image_key]), where)
+        if self.preprocess != "none":
+            image = center_crop_resize(image, self.resolution)
+            if self.preprocess == "biggan_hdf5":
+                image = HDF5_LEVELS[image]
         if image.shape[:2] != (self.resolution, self.resolution):
             raise ValueError(
                 f"{where}: image is {image.shape[1]}x{image.shape[0]} (WxH) but the"
