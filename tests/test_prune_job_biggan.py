@@ -97,7 +97,7 @@ def test_ratio_widths_and_student_equal_prune_generator(teacher_dir, pruned):
 
 
 def test_channel_divisor_and_first(teacher_dir, tmp_path):
-    r = prune_job.run(config(teacher_dir, channel_multiplier=4, criterion="first"), str(tmp_path / "o"))
+    r = prune_job.run(config(teacher_dir, channel_multiplier=4, criterion="first", grid_seeds="0"), str(tmp_path / "o"))
     s = checkpoints.load_model(Path(r["model"]), ["G_ema"])["G_ema"]
     assert s.config.channels == (4, 4, 16, 4) and s.config.hidden == (4, 4, 4)
     meta = checkpoints.read_description(r["model"])["metadata"]["pruning"]
@@ -179,13 +179,15 @@ def test_stylegan2_prune_run_does_not_import_biggan(tmp_path):
 import sys, jax, numpy as np
 from gancomp_jax import checkpoints
 from gancomp_jax.jobs import prune, report
-from gancomp_jax.models import GeneratorConfig
+from gancomp_jax.models import DiscriminatorConfig, GeneratorConfig
 cfg = GeneratorConfig(img_resolution=8, channels=(8, 8, 8, 8), z_dim=4, w_dim=4, mapping_layers=1)
-v = jax.tree.map(lambda a: np.full(a.shape, 0.1, np.float32), checkpoints.abstract_variables("generator", cfg))
-checkpoints.save_model({str(tmp_path / 't')!r}, {{"G_ema": checkpoints.Network("generator", cfg, v)}})
+dcfg = DiscriminatorConfig(img_resolution=8, channels=(8, 8))
+v, dv = (jax.tree.map(lambda a: np.full(a.shape, 0.1, np.float32), checkpoints.abstract_variables(k, c))
+         for k, c in (("generator", cfg), ("discriminator", dcfg)))
+checkpoints.save_model({str(tmp_path / 't')!r}, {{"G_ema": checkpoints.Network("generator", cfg, v),
+                                                  "D": checkpoints.Network("discriminator", dcfg, dv)}})
 c = prune.default_config()
 c.teacher, c.criterion, c.ratio, c.grid_seeds, c.progress = {str(tmp_path / 't')!r}, "first", 0.5, "0", False
-c.discriminator = "fresh"
 prune.run(c, {str(tmp_path / 'out')!r})
 bad = [m for m in sys.modules if "biggan" in m]
 assert not bad, bad
