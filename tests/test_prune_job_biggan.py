@@ -126,6 +126,11 @@ def test_pruned_model_feeds_generate_profile_export_and_methods(teacher_dir, pru
     assert json.loads((tmp_path / "exp" / "export.json").read_text())["files"]["G_ema.pth"]
     back = checkpoints.load_any(str(tmp_path / "exp" / "G_ema.pth"))  # BigGAN-PyTorch layout, widths inferred
     assert [(n.config.channels, n.config.hidden) for n in back.values()] == [((8, 8, 16, 8), (8, 8, 8))]
+    # a BigGAN-PyTorch file as the teacher: the family is known after loading, then the same checks
+    with pytest.raises(ValueError, match="criterion 'content_aware' is for StyleGAN2 teachers.*G_ema.pth is a BigGAN"):
+        prune_job.run(config(tmp_path / "exp" / "G_ema.pth", criterion="content_aware", ratio=0.5),
+                      str(tmp_path / "p2"))
+    assert not (tmp_path / "p2").exists()
     # the BigGAN methods take it as the student's start (G and D read back by the trainer's loader)
     from test_biggan_method import tiny_method_config
 
