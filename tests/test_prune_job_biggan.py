@@ -201,3 +201,10 @@ assert not bad, bad
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "out" / "model" / "model.json").is_file()
+
+
+def test_unprunable_family_refused():
+    """pytorch-pretrained-biggan's BigGAN-deep (eval only) has no prune branch: one clear error."""
+    nets = {"G_ema": Network("pretrained_biggan_generator", None, {})}
+    with pytest.raises(ValueError, match="pretrained_biggan_generator, family biggan_deep\\) cannot be pruned"):
+        prune_job._family(nets, "deep.bin")
