@@ -142,6 +142,18 @@ def test_bad_arguments_give_one_error_line_exit_2(argv, needle, tmp_path, capsys
     assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], err
 
 
+def test_out_never_replaces_a_file_that_is_not_ours(tmp_path, capsys):
+    user = tmp_path / "notes.json"
+    user.write_text('{"mine": 1}')
+    link = tmp_path / "link.json"
+    link.symlink_to(user)
+    for out, needle in ((user, "not an earlier output"), (link, "symbolic link"), (tmp_path, "not an earlier output")):
+        assert bench.main(["--ours_only", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+    assert user.read_text() == '{"mine": 1}'
+
+
 def test_a_folder_without_cagcs_scorer_is_refused(tmp_path, capsys):
     for f in bench.CAGC_FILES:
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +171,8 @@ def test_ours_only_on_a_tiny_model(tmp_path, capsys):
     assert "steady s/image" in text and "compile (s)" in text
     r = json.loads(out.read_text())
     assert r["ours"]["scores_finite"] and r["ours"]["steady_s"] > 0 and r["ours"]["compile_s"] > 0
-    assert r["n_sample"] == 4 and "cagc" not in r
+    assert r["n_sample"] == 4 and "cagc" not in r and r["tool"] == "bench_prune_scoring"
+    assert bench.earlier_output(out)  # a re-run may replace it
 
 
 @pytest.mark.slow

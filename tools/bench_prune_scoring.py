@@ -1,7 +1,7 @@
 """Content-aware channel scoring (CAGC), ours vs the released CAGC code, side by side on this CPU.
 
     python tools/bench_prune_scoring.py --cagc_repo /tmp/cagc [--preset paper256] [--n_sample 20]
-        [--batch_size 10] [--threads 2] [--out bench.json]
+        [--batch_size 10] [--threads 2] [--cagc_first] [--out bench.json]
     python tools/bench_prune_scoring.py --ours_only --preset tiny16 --n_sample 4 --batch_size 2
 
 ``--cagc_repo`` is a checkout of https://github.com/lychenyoko/content-aware-gan-compression
@@ -37,9 +37,9 @@ compiled ahead of time and timed on their own (``lower().compile()``; the calls 
 
 Reported per side: warm-up (one batch, excluded from the steady state; ours after compiling, so it
 holds the face parser's compile), steady state (``n_sample`` images: total and s/image) and the
-ratio theirs/ours. Also checked: both generators give the same image for the same z with their
+ratio theirs/ours (the machine's load drifts: ``--cagc_first`` swaps the order). Also checked: both generators give the same image for the same z with their
 stored noise (max |diff|), and the fraction of pixels inside the (random-parser) mask.
-Bad input: one ``error:`` line, exit 2.
+Bad input: one ``error:`` line, exit 2; ``--out`` replaces only an earlier output of this tool.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from pathlib import Path
 CAGC_FILES = ("model.py", "Util/content_aware_pruning.py", "Util/network_util.py",
               "Util/face_parsing/BiSeNet.py", "Util/face_parsing/resnet.py")
 CAGC_SCORER = "def Get_Content_Aware_Pruning_Score"
+TOOL = "bench_prune_scoring"
 
 
 class UsageError(Exception):
@@ -99,11 +100,24 @@ def parse_args(argv=None) -> argparse.Namespace:
         a.cagc_repo = check_cagc_repo(a.cagc_repo)
     if a.out:
         out = Path(a.out)
-        if out.exists() and not out.is_file():
-            raise UsageError(f"--out {out} exists and is not a regular file")
+        if out.is_symlink():
+            raise UsageError(f"--out {out} is a symbolic link; links are never written through")
+        if out.exists() and not earlier_output(out):
+            raise UsageError(f"--out {out} exists and is not an earlier output of this tool; not replaced")
         if not out.parent.is_dir():
             raise UsageError(f"--out {out}: folder {out.parent} does not exist")
     return a
+
+
+def earlier_output(path: Path) -> bool:
+    """True for a JSON file this tool wrote (``{"tool": "bench_prune_scoring", ...}``)."""
+    try:
+        if not path.is_file() or path.stat().st_size > 1 << 20:
+            return False
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and d.get("tool") == TOOL
 
 
 def check_cagc_repo(path) -> Path:
@@ -329,7 +343,7 @@ def main(argv=None) -> int:
         return 2
     print(f"model: {a.preset} (resolution {cfg.img_resolution}, widths {list(cfg.channels)}), random weights, "
           f"n_sample {a.n_sample}, batch_size {a.batch_size}, noise_prob {a.noise_prob}", flush=True)
-    result = {"preset": a.preset, "resolution": cfg.img_resolution, "channels": list(cfg.channels),
+    result = {"tool": TOOL, "preset": a.preset, "resolution": cfg.img_resolution, "channels": list(cfg.channels),
               "n_sample": a.n_sample, "batch_size": a.batch_size, "noise_prob": a.noise_prob, "threads": a.threads,
               "jax": jax.__version__, "weights": "random (generator and face parser): speed comparison only"}
     with tempfile.TemporaryDirectory(prefix="bench_prune_scoring_") as tmp:
@@ -381,7 +395,8 @@ def main(argv=None) -> int:
         result["ratio_cagc_over_ours"] = theirs["s_per_image"] / ours["s_per_image"]
     result["load_average_before"], result["load_average_after"] = list(load_before), list(load_after)
     if a.out:
-        Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+        from gancomp_jax.utils.atomic_dir import replace_file
+        replace_file(a.out, (json.dumps(result, indent=2) + "\n").encode())
         print(f"wrote {a.out}")
     return 0
 
