@@ -45,6 +45,9 @@ JOBS = {
     "edit_report": "gancomp_jax.jobs.edit_report",
 }
 
+# jobs that accept --workdir gs://bucket/prefix (train/remote_run.py); the others write local folders
+REMOTE_WORKDIR_JOBS = ("train",)
+
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 _HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull", "-help")
 
@@ -81,6 +84,12 @@ def run_job(config, workdir: str):
         raise UsageError(f"config.job={job!r} is not a known job; choose one of {sorted(JOBS)}")
     if not workdir:
         raise UsageError("--workdir is required")
+    if "://" in workdir:
+        if job not in REMOTE_WORKDIR_JOBS:
+            raise UsageError(f"--workdir {workdir}: job {job!r} writes its outputs into a local folder (completed "
+                             f"by renames, which object stores do not have); only {', '.join(REMOTE_WORKDIR_JOBS)} "
+                             f"accepts gs://. Use a local path, a mounted Drive folder or a gcsfuse mount")
+        return importlib.import_module(JOBS[job]).run(config, workdir)  # cleans up after itself
     existed = Path(workdir).exists()
     module = importlib.import_module(JOBS[job])
     try:

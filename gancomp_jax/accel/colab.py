@@ -111,18 +111,12 @@ def check_output_path(path: str) -> str:
     """A checkpoint / output location: a local or Drive folder, or ``gs://bucket/...`` (checked
     reachable and writable now, not after an hour of training)."""
     if path.startswith("gs://"):
-        try:
-            from etils import epath
+        from gancomp_jax.io import cloud_storage
 
-            p = epath.Path(path)
-            p.mkdir(parents=True, exist_ok=True)
-            probe = p / ".gancomp_jax_write_test"
-            probe.write_text("ok")
-            probe.unlink()
-        except Exception as e:  # noqa: BLE001 - any failure of the bucket is the same message
-            raise NotebookInputError(f"the Cloud Storage path {path} is not reachable or not writable "
-                                     f"({type(e).__name__}: {str(e)[:200]}); check the bucket name and that this "
-                                     f"runtime is authenticated (google.colab.auth.authenticate_user())") from None
+        try:  # the trainer's own probe: both clients, short timeouts, nothing left behind
+            cloud_storage.probe(path)
+        except ValueError as e:
+            raise NotebookInputError(str(e)) from None
         return path
     Path(path).mkdir(parents=True, exist_ok=True)
     return path

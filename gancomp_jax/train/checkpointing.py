@@ -14,6 +14,13 @@ are named "good". If no checkpoint is intact but some are merely unsealed (the r
 between a save and its seal), nothing is moved and resuming is refused with a message: the run's
 progress is never discarded silently; ``config.restart=True`` moves them aside and starts over.
 
+On Cloud Storage (``gs://``; :mod:`gancomp_jax.io.cloud_storage`) the same holds with objects:
+Orbax writes a step's objects in place and marks it complete with ``commit_success.txt``; the
+seal is then one ``checksums.json`` object written in one request (atomic), listing every other
+object of the step; verification compares sizes from the listing and re-hashes each object. A
+rejected checkpoint is copied to ``checkpoints_rejected/`` and deleted (no rename on GCS: if that
+is interrupted, the rest is moved on the next start).
+
 An entry of ``checkpoints/`` that is a symbolic link is refused with one message (never
 followed, never deleted through). A ``checksums.json`` is checked before use (an object whose ``files`` maps relative paths inside
 the step directory to ``[sha256 hex, size]``, at most 16 MiB); one that is not is reported as
@@ -36,6 +43,8 @@ import flax
 import jax
 import orbax.checkpoint as ocp
 
+from gancomp_jax.io import cloud_storage as gcs
+
 MANIFEST = "checksums.json"
 MAX_MANIFEST_BYTES = 16 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -47,6 +56,8 @@ class UnsealedCheckpointsError(ValueError):
 
 
 def _sha256(path: Path) -> str:
+    if gcs.is_gcs(path):
+        return gcs.sha256(str(path))
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -58,9 +69,21 @@ def _files(step_dir: Path) -> list[Path]:
     return sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
+def _sizes(step_dir) -> dict[str, int]:
+    """``{relative path: size}`` of the files of a checkpoint (not the manifest)."""
+    if gcs.is_gcs(step_dir):
+        return {rel: n for rel, n in gcs.list_files(str(step_dir)).items() if rel != MANIFEST}
+    return {str(p.relative_to(step_dir)): p.stat().st_size for p in _files(step_dir)}
+
+
 def write_manifest(step_dir: Path) -> None:
     """Seals a complete checkpoint: ``{relative path: [sha256, size]}`` written atomically."""
-    entries = {str(p.relative_to(step_dir)): [_sha256(p), p.stat().st_size] for p in _files(step_dir)}
+    entries = {rel: [_sha256(step_dir / rel), size] for rel, size in sorted(_sizes(step_dir).items())}
+    if gcs.is_gcs(step_dir):  # one object, one request: atomic
+        gcs.write_bytes(str(step_dir / MANIFEST), json.dumps(
+            {"format": "gancomp_jax.checkpoint_checksums", "version": 1, "files": entries},
+            indent=0, sort_keys=True).encode())
+        return
     tmp = step_dir / f".{MANIFEST}.{uuid.uuid4().hex[:8]}"
     tmp.write_text(json.dumps({"format": "gancomp_jax.checkpoint_checksums", "version": 1, "files": entries},
                               indent=0, sort_keys=True))
@@ -70,9 +93,15 @@ def write_manifest(step_dir: Path) -> None:
 def _manifest_entries(manifest: Path) -> dict[str, tuple[str, int]] | str:
     """``{relative path: (sha256, size)}`` of a checksum manifest, or what is wrong with it."""
     try:
-        if manifest.stat().st_size > MAX_MANIFEST_BYTES:
+        if gcs.is_gcs(manifest):
+            raw = gcs.read_bytes(str(manifest), limit=MAX_MANIFEST_BYTES + 1)
+        elif manifest.stat().st_size > MAX_MANIFEST_BYTES:
             return f"its checksums.json is larger than {MAX_MANIFEST_BYTES} bytes"
-        doc = json.loads(manifest.read_text())
+        else:
+            raw = manifest.read_bytes()
+        if len(raw) > MAX_MANIFEST_BYTES:
+            return f"its checksums.json is larger than {MAX_MANIFEST_BYTES} bytes"
+        doc = json.loads(raw.decode())
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return "its checksums.json is unreadable"
     files = doc.get("files") if isinstance(doc, dict) else None
@@ -93,12 +122,23 @@ def _manifest_entries(manifest: Path) -> dict[str, tuple[str, int]] | str:
 
 def verify(step_dir: Path) -> str | None:
     """None if ``step_dir`` is sealed and every listed file matches; else what is wrong."""
+    step_dir = _as_dir(step_dir)
     manifest = step_dir / MANIFEST
-    if not manifest.is_file():
+    if not _is_sealed(step_dir):
         return "not sealed (no checksums.json: the run stopped before the checkpoint was complete)"
     files = _manifest_entries(manifest)
     if isinstance(files, str):
         return files
+    if gcs.is_gcs(step_dir):
+        present = gcs.list_files(str(step_dir))
+        for rel, (digest, size) in sorted(files.items()):
+            if rel not in present:
+                return f"file {rel} is missing"
+            if present[rel] != size:
+                return f"file {rel} has {present[rel]} bytes, expected {size}"
+            if _sha256(step_dir / rel) != digest:
+                return f"file {rel} does not match its checksum"
+        return None
     for rel, (digest, size) in sorted(files.items()):
         p = step_dir / rel
         try:
@@ -114,7 +154,15 @@ def verify(step_dir: Path) -> str | None:
     return None
 
 
+def _is_sealed(step_dir) -> bool:
+    if gcs.is_gcs(step_dir):
+        return gcs.exists(str(step_dir / MANIFEST))
+    return (step_dir / MANIFEST).is_file()
+
+
 def _step_dirs(directory: Path) -> list[tuple[int, Path]]:
+    if gcs.is_gcs(directory):
+        return sorted(((int(n), directory / n) for n in gcs.list_dirs(str(directory)) if n.isdigit()), reverse=True)
     if not directory.is_dir():
         return []
     return sorted(((int(p.name), p) for p in directory.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True)
@@ -123,7 +171,7 @@ def _step_dirs(directory: Path) -> list[tuple[int, Path]]:
 def refuse_links(directory: Path) -> None:
     """Raises ValueError if an entry of ``directory`` (e.g. ``checkpoints/0``) is a symbolic link:
     Orbax would follow it when reading and fail or delete through it when pruning old steps."""
-    if not directory.is_dir():
+    if gcs.is_gcs(directory) or not directory.is_dir():
         return
     links = sorted(p.name for p in directory.iterdir() if p.is_symlink())
     if links:
@@ -134,8 +182,9 @@ def refuse_links(directory: Path) -> None:
 def _legacy(step_dir: Path) -> bool:
     """A checkpoint of the trainer before checksums (no ``state_format`` in its metadata)."""
     try:
-        meta = json.loads((step_dir / "meta" / "metadata").read_text())
-    except (OSError, json.JSONDecodeError):
+        path = step_dir / "meta" / "metadata"
+        meta = json.loads(gcs.read_bytes(str(path)) if gcs.is_gcs(path) else path.read_text())
+    except (OSError, ValueError):
         return False
     return isinstance(meta, dict) and "state_format" not in meta and "model" in meta
 
@@ -147,11 +196,11 @@ def select_intact(directory: str | Path, is_main: bool = True, restart: bool = F
     Raises ValueError for checkpoints of the trainer before the method redesign (not resumable),
     and :class:`UnsealedCheckpointsError` (moving nothing) when no checkpoint verifies but some
     are only unsealed, unless ``restart`` (then they are moved aside and None is returned)."""
-    directory = Path(directory)
+    directory = _as_dir(directory)
     refuse_links(directory)
     checked = []
     for step, path in _step_dirs(directory):
-        if not (path / MANIFEST).is_file() and _legacy(path):
+        if not _is_sealed(path) and _legacy(path):
             raise ValueError(f"{directory} holds checkpoints of an older version of the trainer, which cannot be "
                              f"resumed; use a new --workdir (its model/ directory, if any, is still usable)")
         problem = verify(path)
@@ -159,7 +208,7 @@ def select_intact(directory: str | Path, is_main: bool = True, restart: bool = F
             break
         checked.append((step, path, problem))
     else:
-        unsealed = [step for step, path, _ in checked if not (path / MANIFEST).exists()]
+        unsealed = [step for step, path, _ in checked if not _is_sealed(path)]
         if unsealed and not restart:
             raise UnsealedCheckpointsError(
                 f"{directory} holds no resumable checkpoint: step(s) {', '.join(map(str, unsealed))} are not sealed "
@@ -171,13 +220,27 @@ def select_intact(directory: str | Path, is_main: bool = True, restart: bool = F
     for bad_step, path, problem in checked:
         if is_main:
             rejected = directory.parent / "checkpoints_rejected"
-            rejected.mkdir(exist_ok=True)
+            if not gcs.is_gcs(rejected):
+                rejected.mkdir(exist_ok=True)
             target = rejected / f"{bad_step}-{uuid.uuid4().hex[:6]}"
             print(f"warning: checkpoint {path} is unusable ({problem}); moved to {target}, "
                   f"{'falling back to the previous one' if step is not None else 'starting from step 0 (restart)'}",
                   file=sys.stderr, flush=True)
-            shutil.move(str(path), str(target))
+            if gcs.is_gcs(path):
+                gcs.move_prefix(str(path), str(target))
+            else:
+                shutil.move(str(path), str(target))
     return step
+
+
+def _as_dir(directory):
+    """A local ``Path`` or, for ``gs://``, an ``etils.epath.Path`` (Orbax's own path type)."""
+    if gcs.is_gcs(directory):
+        from etils import epath
+
+        gcs.configure_clients()
+        return epath.Path(str(directory))
+    return Path(directory)
 
 
 class TrainCheckpointer:
@@ -188,7 +251,9 @@ class TrainCheckpointer:
 
     def __init__(self, directory: str | Path, max_to_keep: int = 3, async_save: bool = True,
                  is_main: bool = True):
-        self.directory = Path(directory).absolute()
+        self.directory = _as_dir(directory)
+        if not gcs.is_gcs(self.directory):
+            self.directory = self.directory.absolute()
         self.is_main = is_main
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                enable_async_checkpointing=async_save)
@@ -209,7 +274,8 @@ class TrainCheckpointer:
         if self.is_main:
             for step in self._unsealed:
                 step_dir = self.directory / str(step)
-                if step_dir.is_dir():  # may have been pruned by max_to_keep meanwhile
+                if (str(step) in gcs.list_dirs(str(self.directory)) if gcs.is_gcs(step_dir)
+                        else step_dir.is_dir()):  # may have been pruned by max_to_keep meanwhile
                     write_manifest(step_dir)
                     self.last_sealed = max(step, self.last_sealed or step)
         self._unsealed = []

@@ -433,17 +433,30 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, hooks: Sequenc
     Raises ValueError / FileNotFoundError for bad inputs (before anything is written: a run
     directory this call created is removed), NonFiniteLossError when a loss becomes NaN/Inf,
     TrainingInterrupted on Ctrl-C (the message says how to resume).
+
+    ``workdir`` may be ``gs://bucket/prefix`` (train/remote_run.py): it is probed before any work
+    (unreachable: ValueError, nothing written), checkpoints go there directly, the other files
+    through a local staging folder; the result names the ``gs://`` paths.
     """
+    remote = None
     if "://" in str(workdir):
-        raise ValueError(f"workdir {workdir}: a run directory must be a file-system path (sealed checkpoints "
-                         f"are checksummed file by file on a local or mounted disk); for Cloud Storage mount the "
-                         f"bucket (gcsfuse) or use a mounted Google Drive folder")
+        from gancomp_jax.io import cloud_storage as gcs
+        from gancomp_jax.train.remote_run import RemoteRun, probe_timeout
+
+        if not gcs.is_gcs(workdir):
+            raise ValueError(f"workdir {workdir}: a run directory is a file-system path or gs://bucket/prefix "
+                             f"(Cloud Storage); for other stores mount them as a folder")
+        gcs.probe(str(workdir), probe_timeout())
+        remote = RemoteRun(str(workdir))
+        workdir = remote.staging
     workdir = Path(workdir).absolute()
     created = not workdir.exists()
     stop = GracefulInterrupt()
 
     def remove_if_empty_run():  # Ctrl-C before anything worth keeping was written
-        if created and workdir.is_dir() and not any((workdir / "checkpoints").glob("[0-9]*")) \
+        if remote is not None:
+            remote.discard_if_new()
+        elif created and workdir.is_dir() and not any((workdir / "checkpoints").glob("[0-9]*")) \
                 and jax.process_index() == 0:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -452,22 +465,33 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, hooks: Sequenc
     stop.install()
     try:
         with matmul_precision(config):
-            return _train(config, workdir, hooks, stop)
+            result = _train(config, workdir, hooks, stop, remote)
+        if remote is not None:
+            result = dataclasses.replace(result, workdir=remote.url, grid_path=remote.remote_of(result.grid_path),
+                                         model_dir=remote.remote_of(result.model_dir))
+        return result
     except (ValueError, FileNotFoundError):
         # A failure on the inputs: leave no empty run directory behind.
-        if created and workdir.is_dir() and not any((workdir / "checkpoints").glob("[0-9]*")) \
+        if remote is not None:
+            remote.discard_if_new()
+        elif created and workdir.is_dir() and not any((workdir / "checkpoints").glob("[0-9]*")) \
                 and jax.process_index() == 0:
             shutil.rmtree(workdir, ignore_errors=True)
         raise
     finally:
         stop.uninstall()
+        if remote is not None:
+            remote.close()
 
 
-def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hook], stop: GracefulInterrupt
-           ) -> TrainResult:
+def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hook], stop: GracefulInterrupt,
+           remote=None) -> TrainResult:
     # new, empty, an earlier run or marked as ours: never a folder of other files (nor a link)
     check_run_workdir(workdir)
-    _setup_runtime(config, workdir)  # first: jax.distributed.initialize must precede any JAX call
+    # first: jax.distributed.initialize must precede any JAX call
+    _setup_runtime(config, workdir if remote is None else remote.cache_root())
+    if remote is not None:
+        remote.is_main = jax.process_index() == 0
     if jax.process_index() == 0:
         write_marker(workdir, "train")
     r = resolve_config(config)
@@ -496,7 +520,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
                                   worker_count=cfg.data.worker_count)
 
     # Checkpoints: resume or start -------------------------------------------------------------
-    ckpt_dir = workdir / "checkpoints"
+    ckpt_dir = workdir / "checkpoints" if remote is None else remote.checkpoints
     latest = select_intact(ckpt_dir, is_main, restart=bool(cfg.get("restart", False)))
     if latest is not None:
         stop.on_abandon = None
@@ -704,6 +728,8 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
                 evaluate(step, state)
             if (cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0) or step == total:
                 ckpt.save(step, state, pipeline.get_state(), {**meta, "step": step, "kimg": step * B / 1000})
+                if remote is not None:
+                    remote.sync()  # the run's small files beside the checkpoint (train/remote_run.py)
     except KeyboardInterrupt:
         pbar.close()
         good = ckpt.last_good_step()
@@ -714,6 +740,8 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
         pbar.close()
         ckpt.close()
         writer.flush()
+        if remote is not None:
+            remote.sync(best_effort=True)
 
     seconds = time.time() - t_start
     grid_path = write_samples("_final", state)
@@ -727,10 +755,13 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
                                                 "step": step, "kimg": step * B / 1000, **dict(method.metadata)},
                                                overwrite=True)
     writer.close()
+    shown = (lambda p: p) if remote is None else remote.remote_of
+    if remote is not None:
+        remote.sync()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     trained = step - start_step
     print(f"done: {step} steps ({step * B / 1000:.1f} kimg) — this session {trained} steps in {seconds:.0f} s "
-          f"({trained * B / max(seconds, 1e-9):.1f} img/s), peak RSS {peak:.2f} GiB; model: {model_dir}; "
-          f"samples: {grid_path}")
+          f"({trained * B / max(seconds, 1e-9):.1f} img/s), peak RSS {peak:.2f} GiB; model: {shown(model_dir)}; "
+          f"samples: {shown(grid_path)}")
     return TrainResult(state, step, step * B / 1000, seconds, workdir, grid_path, model_dir, peak, method,
                        eval_history)
