@@ -35,8 +35,9 @@ def _biggan_digits():
     """Variant ``biggan_digits``: DGL-GAN on BigGAN (method ``dgl_gan_biggan``). The digits
     BigGAN teacher (``experiments/biggan.py:digits``; set ``--config.method.teacher=RUN``) is
     compressed to half width (channel multiplier 1/2): stage 1 trains the narrow student as
-    plain BigGAN for 4 kimg, stage 2 adds ``0.1 · (-D_T(G(z)))`` with the teacher's D frozen
-    for 2 kimg."""
+    plain BigGAN for 25.6 kimg (400 iterations), stage 2 adds ``0.1 · (-D_T(G(z)))`` with the
+    teacher's D frozen for 12.8 kimg (200 iterations); the teacher's digits settings otherwise
+    (its learning rates, 4 D steps, EMA 0.995 — see ``experiments/biggan.py``)."""
     import importlib.util
     import pathlib
 
@@ -53,7 +54,7 @@ def _biggan_digits():
     apply_digits_settings(c)
     m = c.method
     m.channel_divisor, m.alpha = 2, 0.1
-    m.stage1_kimg, m.stage2_kimg = 4.0, 2.0
+    m.stage1_kimg, m.stage2_kimg = 25.6, 12.8
     return c
 
 
