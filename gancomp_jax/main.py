@@ -46,7 +46,7 @@ JOBS = {
 }
 
 # jobs that accept --workdir gs://bucket/prefix (train/remote_run.py); the others write local folders
-REMOTE_WORKDIR_JOBS = ("train",)
+REMOTE_WORKDIR_JOBS = ("train", "dgl_gan")
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 _HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull", "-help")
@@ -87,8 +87,8 @@ def run_job(config, workdir: str):
     if "://" in workdir:
         if job not in REMOTE_WORKDIR_JOBS:
             raise UsageError(f"--workdir {workdir}: job {job!r} writes its outputs into a local folder (completed "
-                             f"by renames, which object stores do not have); only {', '.join(REMOTE_WORKDIR_JOBS)} "
-                             f"accepts gs://. Use a local path, a mounted Drive folder or a gcsfuse mount")
+                             f"by renames, which object stores do not have); only the jobs "
+                             f"{', '.join(REMOTE_WORKDIR_JOBS)} accept gs://. Use a local path, a mounted Drive folder or a gcsfuse mount")
         return importlib.import_module(JOBS[job]).run(config, workdir)  # cleans up after itself
     existed = Path(workdir).exists()
     module = importlib.import_module(JOBS[job])

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 
 from gcs_emulator import free_port, start
@@ -144,6 +146,50 @@ def test_gcs_run_resumes_exactly_past_a_damaged_checkpoint(emulator, local_refer
     assert len(gcs.list_dirs(f"{url}/checkpoints_rejected")) == 1
 
 
+def _dgl_config(teacher, steps1, steps2):
+    from gancomp_jax.methods import dgl_gan
+    from gancomp_jax.train.config import default_train_config
+
+    c = default_train_config()
+    c.job = "dgl_gan"
+    c.model.preset = "tiny16"
+    c.batch_size = 8
+    c.log_every_steps = c.checkpoint_every_steps = 1
+    c.sample_every_steps = 0
+    c.grid_rows, c.grid_cols = 0, 0
+    c.progress = False
+    c.r1_interval, c.pl_interval = 2, 2
+    c.lr, c.r1_gamma, c.pl_weight, c.ema_kimg = 0.002, 10.0, 2.0, 1.0
+    c.mesh_devices = 1
+    c.mbstd_num_shards = 4
+    c.method = dgl_gan.default_config()
+    c.method.teacher = teacher
+    c.method.stage1_kimg = steps1 * 8 / 1000
+    c.method.stage2_kimg = steps2 * 8 / 1000
+    return c
+
+
+@pytest.mark.slow
+def test_dgl_gan_job_on_gcs_equals_local(emulator, tmp_path, monkeypatch):
+    import distil_harness as H
+    from gancomp_jax import checkpoints
+    from gancomp_jax.jobs import dgl_gan as job
+
+    monkeypatch.setenv("GANCOMP_JAX_CACHE", str(tmp_path / "cache"))
+    teacher, _ = H.make_models(tmp_path / "models", divisor=2, pruned_d_divisor=2)
+    local = job.run(_dgl_config(teacher, 2, 2), str(tmp_path / "local"))
+    url = f"gs://{BUCKET}/dgl"
+    job.run(_dgl_config(teacher, 2, 1), url)  # stopped after one stage-2 step, then resumed
+    out = job.run(_dgl_config(teacher, 2, 2), url)
+    assert out["model"] == f"{url}/stage2/model"
+    a = checkpoints.load_model(local["model"])
+    b = checkpoints.load_model(job.local_copy_of_model(out["model"]))
+    assert set(a) == set(b) == {"G", "G_ema", "D"}
+    for name in a:
+        for x, y in zip(jax.tree.leaves(a[name].variables), jax.tree.leaves(b[name].variables)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
 def test_foreign_prefix_and_bad_urls_are_refused(emulator):
     from gancomp_jax.io import cloud_storage as gcs
     from gancomp_jax.train.trainer import train
@@ -202,5 +248,6 @@ def test_jobs_without_gcs_support_say_so(emulator):
 
     from gancomp_jax.main import UsageError, run_job
 
-    with pytest.raises(UsageError, match=r"job 'generate' writes its outputs into a local folder .* gcsfuse"):
+    with pytest.raises(UsageError, match=r"job 'generate' writes its outputs into a local folder .*train, dgl_gan "
+                                         r"accept gs://.* gcsfuse"):
         run_job(ml_collections.ConfigDict({"job": "generate"}), f"gs://{BUCKET}/gen")
