@@ -140,6 +140,35 @@ def test_chunked_plateau_loop_seeds_resume_and_failures(cm, tmp_path):
         cm.train_all(runs, "/t", students, tmp_path, runner=fake, **{**kw, "patience": 5})
 
 
+def test_raising_the_cap_continues_runs_stopped_at_it(cm, tmp_path):
+    """--kimg_cap raised on the same OUT: cap stops go on from their last chunk, plateau stops
+    stay, a lower cap is refused; a chained method keeps its first cap's fixed-stage length."""
+    runs = [("cagc_kd", 0.7, 0), ("cagc_kd", 0.7, 1)]
+    kw = dict(chunk=2.0, eval_every=1.0, eval_num_gen=100, patience=3, tol=0.02, progress=False,
+              log=lambda s: None)
+    fake = FakeTrainer()
+    res = cm.train_all(runs, "/t", {0.7: STUDENTS}, tmp_path, runner=fake, caps={m: 9.0 for m in cm.METHODS}, **kw)
+    assert res[("cagc_kd", 0.7, 0)]["stop"] == "plateau"        # knee at 6 kimg: plateau at 9
+    assert res[("cagc_kd", 0.7, 1)]["stop"] == "cap"            # knee at 8 kimg: capped at 9
+    assert [t for n, s, t in fake.calls if s == 1] == [2.0, 4.0, 6.0, 8.0, 9.0]
+    n = len(fake.calls)
+    res = cm.train_all(runs, "/t", {0.7: STUDENTS}, tmp_path, runner=fake, caps={m: 20.0 for m in cm.METHODS}, **kw)
+    assert [(s, t) for _, s, t in fake.calls[n:]] == [(1, 10.0), (1, 12.0)]   # seed 1 goes on to its plateau
+    s1 = res[("cagc_kd", 0.7, 1)]
+    assert s1["stop"] == "plateau" and s1["kimg"] == pytest.approx(12.0) and s1["settings"]["cap_kimg"] == 20.0
+    assert s1["settings"]["split_cap_kimg"] == 9.0
+    assert [k for k, _ in s1["curve"]] == pytest.approx([float(k) for k in range(1, 13)], abs=0.02)
+    with pytest.raises(ValueError, match="lower cap"):
+        cm.train_all(runs, "/t", {0.7: STUDENTS}, tmp_path, runner=fake, caps={m: 15.0 for m in cm.METHODS}, **kw)
+    # DGL-GAN's stage 1 is 2/5 of the cap the run started with, also after the cap is raised
+    prev = {"settings": {"cap_kimg": 40.0}, "stop": "cap"}
+    assert cm.split_cap(prev, 80.0) == 40.0 and cm.extends(prev, 80.0) and not cm.extends(prev, 40.0)
+    c = cm.method_config("dgl_gan", "/t", STUDENTS, cap=cm.split_cap(prev, 80.0))
+    assert c.method.stage1_kimg == pytest.approx(16.0)
+    assert cm.chunk_targets(cm.pre_kimg("dgl_gan", c), 80.0, 8.0)[:3] == cm.chunk_targets(
+        cm.pre_kimg("dgl_gan", c), 40.0, 8.0)
+
+
 def _png_size(path):
     from PIL import Image
     with Image.open(path) as im:

@@ -36,7 +36,10 @@ budget, two seeds, curves, one table.
    chunks, curve and decision; a finished run is skipped on re-runs, an interrupted one goes on
    from its last chunk (the trainer from its last checkpoint), a failed one is recorded and
    retried on the next invocation while the others go on. Settings that differ from a run's
-   state (cap, chunk, schedule, teacher, student) are refused: use a new OUT.
+   state (chunk, schedule, teacher, student) are refused: use a new OUT. The cap alone may be
+   raised on the same OUT (``--kimg_cap 80`` after 40): runs that stopped at the old cap go on
+   from their last chunk, plateau stops stay stopped, a lower cap is refused. A chained method
+   keeps the fixed-stage length of the cap it started with (``split_cap_kimg`` in its state).
    A tqdm bar over all chunks of all runs shows the ETA of the whole comparison (a run that stops
    at a plateau removes its remaining chunks from the total).
 3. **Report.** :func:`gancomp_jax.jobs.report.make_report` on the teacher, the untrained students
@@ -249,6 +252,26 @@ def chunk_targets(pre: float, cap: float, chunk: float) -> list[float]:
     return [min(cap, pre + chunk * (i + 1)) for i in range(n)]
 
 
+EXTENSIBLE = ("cap_kimg", "split_cap_kimg")   # settings a later invocation may change (the cap may rise)
+
+
+def _previous_state(workdir: Path) -> dict | None:
+    path = workdir / "state.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def split_cap(prev: dict | None, cap: float) -> float:
+    """The cap that sets a chained method's fixed stage: the one its run started with."""
+    ps = (prev or {}).get("settings") or {}
+    return float(ps.get("split_cap_kimg", ps.get("cap_kimg", cap)))
+
+
+def extends(prev: dict | None, cap: float) -> bool:
+    """Whether ``cap`` lets a run that stopped at its earlier cap go on."""
+    ps = (prev or {}).get("settings") or {}
+    return bool(prev) and prev.get("stop") == "cap" and cap > float(ps.get("cap_kimg", cap)) + 1e-9
+
+
 def run_one(name: str, config, workdir: Path, settings: dict, *, cap: float, chunk: float, patience: int,
             tol: float, runner: Callable = None, on_chunk=lambda: None, log=print) -> dict:
     """The chunked loop of one run (see module docstring); returns its state (also in state.json)."""
@@ -258,16 +281,30 @@ def run_one(name: str, config, workdir: Path, settings: dict, *, cap: float, chu
              "kimg": 0.0, "train_seconds": 0.0}
     if state_path.is_file():
         prev = json.loads(state_path.read_text())
-        if prev.get("settings") != settings:
-            raise ValueError(f"{state_path} was made with {prev.get('settings')}, not {settings}; use a new OUT "
+        ps = prev.get("settings") or {}
+        fixed = lambda d: {k: v for k, v in d.items() if k not in EXTENSIBLE}
+        if fixed(ps) != fixed(settings):
+            raise ValueError(f"{state_path} was made with {ps}, not {settings}; use a new OUT "
                              f"directory (or delete {workdir})")
+        if cap < float(ps.get("cap_kimg", cap)) - 1e-9:
+            raise ValueError(f"{state_path}: this run has a cap of {ps['cap_kimg']:g} kimg; a lower cap ({cap:g}) "
+                             f"needs a new OUT directory")
+        extended = extends(prev, cap)
         state.update(prev)
+        state["settings"] = {**settings, "split_cap_kimg": split_cap(prev, cap)}
         state.pop("error", None)
+        if extended:
+            state.update(done=False, stop=None)
+            log(f"{workdir.parent.name}/{workdir.name}: cap raised {ps['cap_kimg']:g} -> {cap:g} kimg; going on "
+                f"from {state['kimg']:.2f} kimg")
+    else:
+        state["settings"] = {**settings, "split_cap_kimg": cap}
     if state["done"]:
         return state
     workdir.mkdir(parents=True, exist_ok=True)
+    done_target = state["chunks"][-1]["target_kimg"] if state["chunks"] else -math.inf
     targets = chunk_targets(pre_kimg(name, config), cap, chunk)
-    for target in targets[len(state["chunks"]):]:
+    for target in [t for t in targets if t > done_target + 1e-9]:
         t0 = time.time()
         r = runner(name, config, workdir, target)
         dt = time.time() - t0
@@ -312,17 +349,16 @@ def train_all(runs, teacher: str, students: dict[float, dict[str, str]], out: Pa
 
     configs, totals, done_chunks = {}, 0, 0
     for m, ratio, seed in runs:
+        prev = _previous_state(run_dir(out, m, ratio, seed))
         c = method_config(m, teacher, students[ratio], seed=seed, ratio=ratio, eval_every_kimg=eval_every,
-                          eval_num_gen=eval_num_gen, cap=caps[m])
+                          eval_num_gen=eval_num_gen, cap=split_cap(prev, caps[m]))
         c.compilation_cache_dir = str(out / "xla_cache")   # one persistent XLA cache for all runs and chunks
         configs[(m, ratio, seed)] = c
         n = len(chunk_targets(pre_kimg(m, c), caps[m], chunk))
-        st = run_dir(out, m, ratio, seed) / "state.json"
         k = 0
-        if st.is_file():
-            prev = json.loads(st.read_text())
-            k = n if prev.get("done") else len(prev.get("chunks", []))
-            n = k if prev.get("done") else n
+        if prev:
+            k = min(n, len(prev.get("chunks", [])))
+            n = k if prev.get("done") and not extends(prev, caps[m]) else n
         totals, done_chunks = totals + n, done_chunks + k
     bar = tqdm(total=totals, initial=done_chunks, unit="chunk", desc="comparison", disable=not progress,
                dynamic_ncols=True, smoothing=0.0)
@@ -336,7 +372,8 @@ def train_all(runs, teacher: str, students: dict[float, dict[str, str]], out: Pa
             settings = {"method": m, "ratio": ratio, "seed": seed, "teacher": teacher,
                         "student": students[ratio].get(student) if student else None, "cap_kimg": caps[m],
                         "chunk_kimg": chunk, "eval_every_kimg": eval_every, "eval_num_gen": eval_num_gen,
-                        "patience": patience, "plateau_tol": tol}
+                        "patience": patience, "plateau_tol": tol,
+                        "split_cap_kimg": split_cap(_previous_state(wd), caps[m])}
             n_total = len(chunk_targets(pre_kimg(m, c), caps[m], chunk))
             bar.set_description(f"{m}@{ratio:g} seed {seed}")
             try:
