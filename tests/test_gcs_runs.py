@@ -146,6 +146,60 @@ def test_gcs_run_resumes_exactly_past_a_damaged_checkpoint(emulator, local_refer
     assert len(gcs.list_dirs(f"{url}/checkpoints_rejected")) == 1
 
 
+@pytest.mark.slow
+def test_ctrl_c_on_a_gcs_run_then_resume(emulator, tmp_path):
+    """SIGINT mid-run: exit 130 with one line naming a sealed checkpoint on the bucket; the run's
+    files are uploaded; the same command resumes from it and finishes."""
+    import signal
+    import time
+
+    from gancomp_jax.io import cloud_storage as gcs
+    from gancomp_jax.train.checkpointing import verify
+
+    url = f"gs://{BUCKET}/ctrl_c"
+
+    def command(steps):
+        cmd = [sys.executable, "-m", "gancomp_jax.main", "--config",
+               str(REPO / "experiments" / "train_stylegan2.py"), "--workdir", url,
+               "--config.model.preset=tiny16", "--config.batch_size=8", f"--config.total_steps={steps}",
+               "--config.checkpoint_every_steps=1", "--config.log_every_steps=1", "--config.sample_every_steps=0",
+               "--config.progress=False",
+               "--config.mesh_devices=1", "--config.mbstd_num_shards=4"]
+        env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1", **emulator)
+        return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+
+    proc = command(400)
+    try:
+        deadline = time.time() + 1200
+        while time.time() < deadline:
+            if any(d.isdigit() and int(d) >= 2 for d in gcs.list_dirs(f"{url}/checkpoints")):
+                break
+            if proc.poll() is not None:
+                pytest.fail(proc.stderr.read()[-2000:])
+            time.sleep(0.5)
+        else:
+            pytest.fail("training did not reach step 2")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    line = [l for l in err.splitlines() if l.startswith("interrupted:")]
+    assert len(line) == 1 and f"in {url}/checkpoints" in line[0], err[-2000:]
+    step = int(line[0].split("last checkpoint: step ")[1].split()[0])
+    assert verify(f"{url}/checkpoints/{step}") is None
+    logged = [json.loads(l)["step"] for l in gcs.read_bytes(f"{url}/metrics.jsonl").decode().splitlines()]
+    assert logged and max(logged) >= step
+    proc = command(step + 2)
+    _, err = proc.communicate(timeout=1200)
+    assert proc.returncode == 0, err[-2000:]
+    logged = [json.loads(l)["step"] for l in gcs.read_bytes(f"{url}/metrics.jsonl").decode().splitlines()]
+    assert logged == list(range(1, step + 3))
+    assert gcs.exists(f"{url}/model/model.json") and verify(f"{url}/checkpoints/{step + 2}") is None
+
+
 def _dgl_config(teacher, steps1, steps2):
     from gancomp_jax.methods import dgl_gan
     from gancomp_jax.train.config import default_train_config
