@@ -494,6 +494,8 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, hooks: Sequence[Hoo
         remote.is_main = jax.process_index() == 0
     if jax.process_index() == 0:
         write_marker(workdir, "train")
+    if remote is not None:
+        remote.sync()  # the marker first: the prefix is recognisably ours before any checkpoint is there
     r = resolve_config(config)
     cfg = r.config
     is_main = jax.process_index() == 0
