@@ -2,6 +2,7 @@
 parameter changes; frozen networks; the context's shared generator passes; the registry."""
 
 import importlib.util
+import os
 import json
 import sys
 from pathlib import Path
@@ -216,6 +217,20 @@ def test_distillation_method_frozen_teacher_shared_latents(tmp_path, teacher_dir
     for name in at_ckpt:
         assert not _changed(at_ckpt[name].variables, exported[name].variables), name
     assert set(load_run_networks(tmp_path / "run" / "checkpoints" / "1", ["G_ema"])) == {"G_ema"}
+    # saved under this suite's 4 virtual devices, loaded by a process that sees one device
+    import subprocess
+    code = ("import sys, json, numpy as np, jax\n"
+            "from gancomp_jax.train.run_models import load_run_networks\n"
+            "nets = load_run_networks(sys.argv[1])\n"
+            "print(json.dumps({k: float(sum(np.abs(l).sum(dtype=np.float64) for l in jax.tree.leaves(n.variables)))"
+            " for k, n in nets.items()}), jax.device_count())\n")
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    sums, n_dev = r.stdout.strip().splitlines()[-1].rsplit(" ", 1)
+    assert n_dev == "1" and json.loads(sums) == {
+        k: float(sum(np.abs(l).sum(dtype=np.float64) for l in jax.tree.leaves(n.variables))) for k, n in at_ckpt.items()}
     assert not _changed(teacher_before["G_T"], checkpoints.load_model(teacher)["G_ema"].variables)
     # teacher-vs-student grids (issue 23.19): the frozen teacher once, on the student's latents
     from PIL import Image

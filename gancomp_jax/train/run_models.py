@@ -40,8 +40,11 @@ def load_run_networks(path: str | Path, names: Sequence[str] | None = None) -> d
     if not path.exists():
         raise FileNotFoundError(f"training run {path} does not exist")
     step_dir = _find_step(path)
-    mngr = ocp.CheckpointManager(step_dir.parent, item_names=("state", "data", "meta"),
-                                 options=ocp.CheckpointManagerOptions(create=False, read_only=True))
+    # Handlers named, so that item_metadata reads the saved shapes: without them it is None and
+    # Orbax restores onto the saving run's devices (a run trained on 4 devices would not load on 1).
+    mngr = ocp.CheckpointManager(step_dir.parent, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+                                 item_handlers={"state": ocp.StandardCheckpointHandler(),
+                                                "meta": ocp.JsonCheckpointHandler()})
     try:
         step = int(step_dir.name)
         meta = dict(mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
@@ -49,6 +52,7 @@ def load_run_networks(path: str | Path, names: Sequence[str] | None = None) -> d
         if meta.get("state_format") != 2 or not exports:
             raise ValueError(f"{step_dir} was written by an older trainer; use its model/ directory instead")
         tree = mngr.item_metadata(step)["state"]
+        tree = getattr(tree, "tree", tree)
         dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=dev), tree)
         state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
